@@ -12,6 +12,8 @@ Dimension key (tensor names carry their shape, einsum strings use the letters):
   H  query heads
   G  key/value heads (H is a multiple of G)
   K  head width (queries and keys; values use V where it differs)
+  N  sequence length of a sequence layer (n tokens in, n tokens out)
+  F  feed-forward hidden width
 
 Masks are boolean, True = may attend; a query with nothing to attend to gives
 a zero output and zero gradients. Softmax runs in float32 (or wider).
@@ -22,6 +24,14 @@ from jattn.additive import init_additive_attention
 from jattn.attention import dot_product_attention
 from jattn.batching import batched
 from jattn.batching import padding_mask
+from jattn.conv import conv_layer
+from jattn.conv import init_conv_layer
+from jattn.feedforward import feed_forward
+from jattn.feedforward import init_feed_forward
+from jattn.feedforward import init_layer_norm
+from jattn.feedforward import layer_norm
+from jattn.kv_cache import cached_self_attention
+from jattn.kv_cache import init_kv_cache
 from jattn.masks import causal_mask
 from jattn.masks import combine_masks
 from jattn.masks import local_mask
@@ -34,27 +44,55 @@ from jattn.positional import apply_rope
 from jattn.positional import init_learned_encoding
 from jattn.positional import learned_encoding
 from jattn.positional import sinusoidal_encoding
+from jattn.rnn import init_rnn_layer
+from jattn.rnn import rnn_layer
 from jattn.softmax import masked_softmax
+from jattn.stack import apply_stack
+from jattn.stack import count_params
+from jattn.stack import dilated_conv_stack
+from jattn.stack import init_stack
+from jattn.stack import receptive_field
+from jattn.stack import tcn_dilations
+from jattn.transformer import init_transformer_block
+from jattn.transformer import transformer_block
 
 __version__ = "0.1.0"
 
 __all__ = [
     "additive_attention",
     "apply_rope",
+    "apply_stack",
     "batched",
+    "cached_self_attention",
     "causal_mask",
     "combine_masks",
+    "conv_layer",
+    "count_params",
+    "dilated_conv_stack",
     "dot_product_attention",
+    "feed_forward",
     "init_additive_attention",
+    "init_conv_layer",
+    "init_feed_forward",
+    "init_kv_cache",
+    "init_layer_norm",
     "init_learned_encoding",
     "init_multi_head_attention",
+    "init_rnn_layer",
     "init_self_attention",
+    "init_stack",
+    "init_transformer_block",
+    "layer_norm",
     "learned_encoding",
     "local_mask",
     "masked_softmax",
     "multi_head_attention",
     "padding_mask",
+    "receptive_field",
+    "rnn_layer",
     "self_attention",
     "sinusoidal_encoding",
+    "tcn_dilations",
+    "transformer_block",
     "valid_len_mask",
 ]

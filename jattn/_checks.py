@@ -120,3 +120,10 @@ def check_params(params, name: str, expected: dict[str, int]) -> None:
           f"{name}: expected key {key!r}, got keys {sorted(params)}")
     check_rank(params[key], f"{name}[{key!r}]", rank)
     check_floating(params[key], f"{name}[{key!r}]")
+
+
+def check_token_mask(mask, num_tokens: int, name: str = "mask"):
+  """Validates a (N,) bool token-validity mask; returns it as an array."""
+  check_bool(mask, name)
+  check_shape(mask, name, (num_tokens,))
+  return jnp.asarray(mask)

@@ -117,5 +117,5 @@ def _attend(q_LHK, k_MGK, v_MGV, mask, bias, scale, precision):
       jnp.promote_types(v_MGV.dtype, q_LHK.dtype))
   out_LGRV = jnp.einsum("grlm,mgv->lgrv", weights_GRLM, v_MGV,
                         precision=precision, preferred_element_type=acc)
-  out_LHV = out_LGRV.reshape(L, H, -1).astype(q_LHK.dtype)
+  out_LHV = out_LGRV.reshape(L, H, v_MGV.shape[-1]).astype(q_LHK.dtype)
   return out_LHV, weights_HLM

@@ -117,3 +117,11 @@ def combine_masks(*masks):
   for m in present:
     out = out & jnp.broadcast_to(m, shape)
   return out
+
+
+def zero_padded_rows(x_ND, mask_N):
+  """x with the rows where the (N,) token mask is False set to exactly zero
+  (x unchanged when mask_N is None)."""
+  if mask_N is None:
+    return x_ND
+  return jnp.where(mask_N[:, None], x_ND, jnp.zeros((), x_ND.dtype))

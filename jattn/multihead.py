@@ -98,7 +98,7 @@ def init_self_attention(key, d_model: int, num_heads: int, *,
       use_bias=use_bias, dtype=dtype)
 
 
-def _check_mha_params(params):
+def check_mha_params(params):
   """Validates the params dict; returns (Dq, Dkv, H, G, K, V, Do)."""
   _checks.check_params(params, "params", _WEIGHT_RANKS)
   Dq, H, K = params["w_q"].shape
@@ -124,6 +124,34 @@ def _check_mha_params(params):
   return Dq, Dkv, H, G, K, V, Do
 
 
+def project_qkv(params, x_q, x_kv, *, precision=None):
+  """Query, key and value projections (biases added when present).
+
+  Args:
+    params: validated multi-head params (see `check_mha_params`).
+    x_q: (L, Dq); x_kv: (M, Dkv).
+
+  Returns:
+    q_LHK (L, H, K), k_MGK (M, G, K), v_MGV (M, G, V).
+  """
+  q_LHK = jnp.einsum("ld,dhk->lhk", x_q, params["w_q"], precision=precision)
+  k_MGK = jnp.einsum("md,dgk->mgk", x_kv, params["w_k"], precision=precision)
+  v_MGV = jnp.einsum("md,dgv->mgv", x_kv, params["w_v"], precision=precision)
+  if "b_q" in params:
+    q_LHK = q_LHK + params["b_q"][None]
+    k_MGK = k_MGK + params["b_k"][None]
+    v_MGV = v_MGV + params["b_v"][None]
+  return q_LHK, k_MGK, v_MGV
+
+
+def project_output(params, out_LHV, *, precision=None):
+  """Output projection of the concatenated heads: (L, H, V) -> (L, Do)."""
+  y_LD = jnp.einsum("lhv,hvo->lo", out_LHV, params["w_o"], precision=precision)
+  if "b_o" in params:
+    y_LD = y_LD + params["b_o"][None]
+  return y_LD
+
+
 def multi_head_attention(params, x_q, x_kv, mask=None, *, bias=None,
                          scale=None, is_causal: bool = False,
                          q_positions=None, kv_positions=None,
@@ -146,7 +174,7 @@ def multi_head_attention(params, x_q, x_kv, mask=None, *, bias=None,
   Returns:
     (L, Do) in x_q's dtype (and the weights if asked).
   """
-  Dq, Dkv, H, G, K, V, Do = _check_mha_params(params)
+  Dq, Dkv, H, G, K, V, Do = check_mha_params(params)
   x_q, x_kv = jnp.asarray(x_q), jnp.asarray(x_kv)
   _checks.check_rank(x_q, "x_q", 2)
   _checks.check_rank(x_kv, "x_kv", 2)
@@ -161,23 +189,14 @@ def multi_head_attention(params, x_q, x_kv, mask=None, *, bias=None,
         f"kv_positions={'set' if kv_positions is not None else None}")
   L = x_q.shape[0]
 
-  q_LHK = jnp.einsum("ld,dhk->lhk", x_q, params["w_q"], precision=precision)
-  k_MGK = jnp.einsum("md,dgk->mgk", x_kv, params["w_k"], precision=precision)
-  v_MGV = jnp.einsum("md,dgv->mgv", x_kv, params["w_v"], precision=precision)
-  if "b_q" in params:
-    q_LHK = q_LHK + params["b_q"][None]
-    k_MGK = k_MGK + params["b_k"][None]
-    v_MGV = v_MGV + params["b_v"][None]
+  q_LHK, k_MGK, v_MGV = project_qkv(params, x_q, x_kv, precision=precision)
   if q_positions is not None:
     q_LHK = positional.apply_rope(q_LHK, q_positions)
     k_MGK = positional.apply_rope(k_MGK, kv_positions)
   out_LHV, weights_HLM = attention_lib.dot_product_attention(
       q_LHK, k_MGK, v_MGV, mask, bias=bias, scale=scale, is_causal=is_causal,
       return_weights=True, precision=precision)
-  y_LD = jnp.einsum("lhv,hvo->lo", out_LHV, params["w_o"], precision=precision)
-  if "b_o" in params:
-    y_LD = y_LD + params["b_o"][None]
-  y_LD = y_LD.astype(x_q.dtype)
+  y_LD = project_output(params, out_LHV, precision=precision).astype(x_q.dtype)
   chex.assert_shape(y_LD, (L, Do))
   if return_weights:
     return y_LD, weights_HLM
