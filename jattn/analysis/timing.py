@@ -1,0 +1,65 @@
+"""Wall-clock time of jitted forward and forward+backward passes."""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def time_call(fn, *args, repeats: int = 5, min_seconds: float = 0.05) -> float:
+  """Median seconds of one call of the compiled `fn(*args)`.
+
+  Compiles and runs once first (not timed); each timed sample loops the call
+  until `min_seconds` pass, so short calls are not lost in timer noise.
+  """
+  jax.block_until_ready(fn(*args))
+  samples = []
+  for _ in range(repeats):
+    calls = 0
+    start = time.perf_counter()
+    while True:
+      jax.block_until_ready(fn(*args))
+      calls += 1
+      elapsed = time.perf_counter() - start
+      if elapsed >= min_seconds:
+        break
+    samples.append(elapsed / calls)
+  return float(np.median(samples))
+
+
+def forward_and_backward(layer_fn):
+  """Jitted forward `f(params, x)` and forward+backward (grad of sum(y^2)
+  with respect to params and x) of a layer `layer_fn(params, x)`."""
+  forward = jax.jit(layer_fn)
+
+  def loss(params, x):
+    return jnp.sum(jnp.square(layer_fn(params, x).astype(jnp.float32)))
+
+  backward = jax.jit(jax.grad(loss, argnums=(0, 1)))
+  return forward, backward
+
+
+def time_layer(layer_fn, params, x, *, repeats: int = 5,
+               min_seconds: float = 0.05) -> dict[str, float]:
+  """{"forward": s, "forward_backward": s} for one call on this device."""
+  forward, backward = forward_and_backward(layer_fn)
+  return {
+      "forward": time_call(forward, params, x, repeats=repeats,
+                           min_seconds=min_seconds),
+      "forward_backward": time_call(backward, params, x, repeats=repeats,
+                                    min_seconds=min_seconds),
+  }
+
+
+def device_name() -> str:
+  """A readable name of the default device, e.g. 'cpu (2 cores)'."""
+  import os
+
+  device = jax.devices()[0]
+  kind = getattr(device, "device_kind", device.platform)
+  if device.platform == "cpu":
+    return f"cpu ({os.cpu_count()} cores, {kind})"
+  return f"{device.platform} ({kind})"
