@@ -146,9 +146,13 @@ def transformer_block(params, x_ND, mask=None, *, pre_norm: bool = False,
     drop = lambda key, y: y
 
   def attend(h_ND):
-    return multihead.self_attention(
+    # Weights only when asked: an (H, N, N) array is what memory-efficient
+    # attention avoids.
+    out = multihead.self_attention(
         params["attention"], h_ND, attn_mask, positions=positions,
-        is_causal=is_causal, return_weights=True, precision=precision)
+        is_causal=is_causal, return_weights=return_weights,
+        precision=precision)
+    return out if return_weights else (out, None)
 
   def ffn(h_ND):
     return feedforward.feed_forward(params["ffn"], h_ND, activation=activation,

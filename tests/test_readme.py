@@ -14,6 +14,7 @@ def _bash_blocks():
 def test_readme_opens_with_two_commands_and_ci_runs_the_test_one():
   main_command, test_command = _bash_blocks()[:2]
   assert main_command.startswith("pip install -e .")
+  assert "jattn.main --config=configs/copy.py " in main_command
   assert "pytest" in test_command
   ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
   assert test_command in ci_lines

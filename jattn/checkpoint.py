@@ -1,0 +1,166 @@
+"""Checkpoints of a training state with orbax-checkpoint, and resuming.
+
+A training state is a pytree of arrays (jattn.train uses the dict
+{"step", "params", "opt_state"}). `Checkpointer` wraps an orbax
+`CheckpointManager` rooted at WORKDIR/checkpoints: one numbered folder per
+saved step, written asynchronously and renamed into place only when complete,
+so a run killed mid-save leaves the previous checkpoints intact and
+`latest_step()` never returns a partial one.
+
+Restoring takes the freshly initialised state as the target, so every leaf
+comes back with the dtype, shape, sharding and pytree structure (optax's
+named tuples included) of a fresh run: a resumed run compiles the same
+program and continues bit for bit.
+
+    with Checkpointer(workdir / "checkpoints", save_every=500, keep=3) as ckpt:
+      start = ckpt.latest_step() or 0
+      if start:
+        state = ckpt.restore(state)          # `state` = a fresh state
+      ...
+      ckpt.save(step, state)                 # saves when step % 500 == 0
+
+`load_params(workdir)` reads the parameters of the latest (or a given) step
+without knowing the optimizer, e.g. to analyse a trained model.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import jax
+import orbax.checkpoint as ocp
+
+from jattn import _checks
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+def checkpoint_dir(workdir) -> pathlib.Path:
+  """WORKDIR/checkpoints, where jattn.train keeps its checkpoints."""
+  return pathlib.Path(os.fspath(workdir)).absolute() / CHECKPOINT_DIR
+
+
+def _abstract(state):
+  """ShapeDtypeStructs (with shardings) of a pytree of arrays."""
+  def one(x):
+    sharding = getattr(x, "sharding", None)
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+  return jax.tree.map(one, state)
+
+
+class Checkpointer:
+  """Saves and restores training states under one directory.
+
+  Args:
+    directory: the checkpoint folder (created if missing).
+    save_every: `save(step, ...)` writes only when step is a multiple of it
+      (or when forced).
+    keep: the number of most recent checkpoints kept on disk (older ones are
+      deleted); None keeps all.
+    read_only: open an existing directory to read: nothing is created,
+      cleaned up or deleted, and `save` raises.
+  """
+
+  def __init__(self, directory, *, save_every: int = 1, keep: int | None = 3,
+               read_only: bool = False):
+    _checks.check_positive_int(save_every, "save_every")
+    if keep is not None:
+      _checks.check_positive_int(keep, "keep")
+    self.directory = pathlib.Path(os.fspath(directory)).absolute()
+    self.save_every = save_every
+    self.read_only = read_only
+    if read_only and not self.directory.is_dir():
+      raise FileNotFoundError(f"directory: expected an existing checkpoint "
+                              f"folder, got {os.fspath(self.directory)!r}")
+    # (orbax's own read_only option logs warnings; not saving is enough to
+    # leave the folder as it is.)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=None if read_only else keep, create=not read_only,
+        # Leftovers of a save that was killed mid-way.
+        cleanup_tmp_directories=not read_only)
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def latest_step(self) -> int | None:
+    """The newest completely written step, or None when there is none."""
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    """The steps on disk, oldest first."""
+    return sorted(self._manager.all_steps())
+
+  def save(self, step: int, state, *, force: bool = False) -> bool:
+    """Starts writing `state` as `step` if step % save_every == 0 or `force`.
+
+    Returns True when it writes. The write finishes in the background
+    (`wait()` blocks until it has); don't donate `state`'s buffers to a jitted
+    call meanwhile (jattn.train saves a copy).
+    """
+    if self.read_only:
+      raise ValueError("save: expected a Checkpointer opened with "
+                       "read_only=False, got a read-only one")
+    step = int(step)
+    if not force and step % self.save_every:
+      return False
+    return self._manager.save(step, args=ocp.args.StandardSave(state),
+                              force=True)
+
+  def restore(self, target, step: int | None = None):
+    """The state saved at `step` (default: the latest), shaped like `target`.
+
+    `target` is a pytree with the structure of the saved state: arrays or
+    `jax.ShapeDtypeStruct`s; their dtypes and shardings are used.
+    """
+    step = self.latest_step() if step is None else int(step)
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    return self._manager.restore(
+        step, args=ocp.args.StandardRestore(_abstract(target)))
+
+  def restore_raw(self, step: int | None = None):
+    """The saved state as nested dicts and lists of arrays (no target)."""
+    step = self.latest_step() if step is None else int(step)
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    return self._manager.restore(step, args=ocp.args.StandardRestore())
+
+  def wait(self) -> None:
+    """Blocks until background writes have finished."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    """Waits for background writes, then releases the manager."""
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+  def __enter__(self) -> Checkpointer:
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+def load_params(workdir, step: int | None = None):
+  """The model parameters saved by jattn.train in WORKDIR/checkpoints.
+
+  Args:
+    workdir: the run's workdir (the folder holding `checkpoints/`).
+    step: which saved step; default the latest.
+
+  Returns:
+    (params, step): the params pytree of plain dicts of arrays, and the step
+    they were saved at.
+  """
+  directory = checkpoint_dir(workdir)
+  if not directory.is_dir():
+    raise FileNotFoundError(
+        f"workdir: expected a folder with {CHECKPOINT_DIR}/, got "
+        f"{os.fspath(workdir)!r}")
+  ckpt = Checkpointer(directory, keep=None, read_only=True)
+  try:
+    step = ckpt.latest_step() if step is None else int(step)
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {directory}")
+    return ckpt.restore_raw(step)["params"], step
+  finally:
+    ckpt.close()

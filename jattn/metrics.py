@@ -1,0 +1,95 @@
+"""Where training metrics go: JSON lines, optional TensorBoard, the terminal.
+
+`MetricWriter(workdir)` appends one JSON object per call of `write` to
+WORKDIR/metrics.jsonl (a resumed run appends to the same file) and, when the
+optional `tensorboardX` package is installed, also writes the numeric values
+as TensorBoard scalars under WORKDIR/tensorboard. Values may be Python or
+NumPy scalars or 0-d arrays; they are stored as plain JSON numbers (NaN and
+infinity as the strings "nan", "inf", "-inf", so every line stays valid
+JSON).
+
+`read_metrics(workdir)` reads the file back as a list of dicts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+
+import numpy as np
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def _plain(value):
+  """A JSON-friendly Python value."""
+  if isinstance(value, (str, bool)) or value is None:
+    return value
+  if isinstance(value, (list, tuple)):
+    return [_plain(v) for v in value]
+  if isinstance(value, dict):
+    return {str(k): _plain(v) for k, v in value.items()}
+  array = np.asarray(value)
+  if array.ndim == 0 and array.dtype.kind in "biuf":
+    item = array.item()
+    if isinstance(item, float) and not math.isfinite(item):
+      return str(item)
+    return item
+  return str(value)
+
+
+class MetricWriter:
+  """Appends metrics to WORKDIR/metrics.jsonl (and TensorBoard if present).
+
+  Args:
+    workdir: the run's folder (created if missing).
+    tensorboard: write TensorBoard scalars when tensorboardX is importable.
+  """
+
+  def __init__(self, workdir, *, tensorboard: bool = True):
+    self.workdir = pathlib.Path(os.fspath(workdir))
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    self.path = self.workdir / METRICS_FILE
+    self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+    self._tb = None
+    if tensorboard:
+      try:
+        import tensorboardX  # noqa: PLC0415  (optional dependency)
+      except ImportError:
+        pass
+      else:
+        self._tb = tensorboardX.SummaryWriter(
+            os.fspath(self.workdir / "tensorboard"))
+
+  def write(self, metrics: dict) -> dict:
+    """Appends one object; returns it as written (plain Python values)."""
+    record = _plain(dict(metrics))
+    self._file.write(json.dumps(record, sort_keys=False) + "\n")
+    self._file.flush()
+    if self._tb is not None and "step" in record:
+      for name, value in record.items():
+        if name != "step" and isinstance(value, (int, float)) and not (
+            isinstance(value, bool)):
+          self._tb.add_scalar(name, value, record["step"])
+      self._tb.flush()
+    return record
+
+  def close(self) -> None:
+    self._file.close()
+    if self._tb is not None:
+      self._tb.close()
+
+  def __enter__(self) -> MetricWriter:
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+def read_metrics(workdir) -> list[dict]:
+  """The objects written to WORKDIR/metrics.jsonl, in order."""
+  path = pathlib.Path(os.fspath(workdir)) / METRICS_FILE
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
