@@ -29,7 +29,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import jattn
 from jattn import analysis
@@ -353,7 +352,7 @@ def write_markdown(out: pathlib.Path, results) -> None:
   lines.append("| rnn | " + " | ".join(str(path["rnn"][n]) for n in ns) + " |")
   for k, by_n in path["cnn"].items():
     lines.append(f"| cnn k={k} | " + " | ".join(str(by_n[n]) for n in ns) +
-                 f" |")
+                 " |")
   for k, by_n in path["dilated cnn"].items():
     lines.append(f"| dilated cnn k={k} (dilations 1, k, k^2, ...) | " +
                  " | ".join(str(by_n[n]) for n in ns) + " |")
@@ -378,10 +377,10 @@ def write_markdown(out: pathlib.Path, results) -> None:
 
 def grid_for(quick: bool) -> dict:
   if quick:
-    return {"n": [16, 32, 64], "d": [16, 32], "d_fixed": 16, "n_fixed": 32,
-            "k": [3, 5], "n_seq": [8, 16, 32], "n_path": [16, 32],
-            "n_time": [16, 32], "d_time": 16, "repeats": 2,
-            "min_seconds": 0.005}
+    return {"n": [16, 32], "d": [16, 32], "d_fixed": 16, "n_fixed": 16,
+            "k": [3], "n_seq": [8, 16], "n_path": [8, 16],
+            "n_time": [16], "d_time": 16, "repeats": 1,
+            "min_seconds": 0.001}
   return {"n": [128, 256, 512, 1024, 2048], "d": [32, 64, 128, 256],
           "d_fixed": 32, "n_fixed": 256, "k": [3, 5, 7],
           "n_seq": [16, 32, 64, 128, 256], "n_path": [16, 32, 64, 128],

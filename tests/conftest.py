@@ -9,3 +9,15 @@ import jax
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_enable_x64", True)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def x32():
+  """Run a test in 32-bit mode, as users and the CLI do."""
+  old = jax.config.jax_enable_x64
+  jax.config.update("jax_enable_x64", False)
+  yield
+  jax.config.update("jax_enable_x64", old)

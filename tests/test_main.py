@@ -7,7 +7,6 @@ imported.
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 import subprocess
 import sys
@@ -17,16 +16,13 @@ import pytest
 
 from jattn import models
 from jattn import tasks
+from tests import helpers
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def _config_module():
-  spec = importlib.util.spec_from_file_location("copy_config",
-                                                ROOT / "configs" / "copy.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return helpers.copy_config_module()
 
 
 def _cli(*args):

@@ -7,9 +7,7 @@ the runs here (and in test_checkpoint.py) compile it once.
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -19,25 +17,8 @@ import pytest
 from jattn import checkpoint
 from jattn import metrics as metrics_lib
 from jattn import train
+from tests.helpers import get_config
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-def get_config(arg):
-  spec = importlib.util.spec_from_file_location("copy_config",
-                                                ROOT / "configs" / "copy.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
-@pytest.fixture
-def x32():
-  """Train in 32-bit mode, as the CLI does (conftest enables x64)."""
-  old = jax.config.jax_enable_x64
-  jax.config.update("jax_enable_x64", False)
-  yield
-  jax.config.update("jax_enable_x64", old)
 
 
 def test_smoke_run_learns_writes_metrics_and_resumes_when_done(x32, tmp_path):
