@@ -39,6 +39,6 @@ class AdditiveAttentionTest(chex.TestCase):
   def test_check_grads(self):
     params64 = jax.tree.map(lambda a: a.astype(np.float64), self.params)
     mask = jattn.valid_len_mask(3, 6)
-    check_grads(lambda p, q, k, v: jattn.additive_attention(p, q, k, v, mask),
+    check_grads(jax.jit(lambda p, q, k, v: jattn.additive_attention(p, q, k, v, mask)),
                 (params64, self.q.astype(np.float64), self.k.astype(np.float64),
                  self.v.astype(np.float64)), order=2, modes=("rev",))

@@ -93,8 +93,8 @@ class DotProductAttentionTest(chex.TestCase, parameterized.TestCase):
     q, k, v = _qkv(rng, 3, 4, 4, 2, 3, 2, np.float64)
     mask = jnp.asarray(rng.random((4, 3, 4)) < 0.7)
     bias = rng.normal(size=(4, 3, 4))
-    check_grads(lambda q, k, v, b: jattn.dot_product_attention(
-        q, k, v, mask, bias=b), (q, k, v, bias), order=2, modes=("fwd", "rev"))
+    check_grads(jax.jit(lambda q, k, v, b: jattn.dot_product_attention(
+        q, k, v, mask, bias=b)), (q, k, v, bias), order=2, modes=("fwd", "rev"))
 
   def test_vmap_equals_python_loop(self):
     rng = np.random.default_rng(6)

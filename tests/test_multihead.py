@@ -78,7 +78,7 @@ class MultiHeadAttentionTest(chex.TestCase, parameterized.TestCase):
     params = jax.tree.map(lambda a: a.astype(jnp.float64), _randomise(
         jattn.init_self_attention(jax.random.key(5), 4, 2, use_bias=True), 5))
     x = np.random.default_rng(5).normal(size=(3, 4))
-    check_grads(lambda p, x: jattn.self_attention(p, x, is_causal=True),
+    check_grads(jax.jit(lambda p, x: jattn.self_attention(p, x, is_causal=True)),
                 (params, x), order=2, modes=("rev",))
 
   def test_batched_with_padding_equals_python_loop(self):

@@ -57,7 +57,7 @@ class PositionalTest(chex.TestCase):
   def test_check_grads(self):
     x = np.random.default_rng(2).normal(size=(4, 2, 6))
     positions = np.array([0.0, 1.5, 2.0, 7.0])
-    check_grads(jattn.apply_rope, (x, positions), order=2, modes=("fwd", "rev"))
+    check_grads(jax.jit(jattn.apply_rope), (x, positions), order=2, modes=("fwd", "rev"))
     params = {"table": np.random.default_rng(3).normal(size=(5, 3))}
-    check_grads(lambda p: jattn.learned_encoding(p, jnp.array([1, 4])),
+    check_grads(jax.jit(lambda p: jattn.learned_encoding(p, jnp.array([1, 4]))),
                 (params,), order=2, modes=("rev",))
