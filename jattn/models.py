@@ -162,10 +162,18 @@ def _settings(model_config) -> dict:
   return s
 
 
-def tcn_cycle(kernel_size: int, seq_len: int) -> int:
-  """C = max(1, ceil(log_k N)): the smallest depth with k^C >= N."""
-  c = 1
-  while kernel_size ** c < seq_len:
+def tcn_cycle(kernel_size: int, seq_len: int, *, causal: bool = True) -> int:
+  """C >= 1: the fewest layers with dilations 1, k, ..., k^(C-1) through
+  which the last position reaches the first (causal: k^C >= N) and, for
+  symmetric convolutions, the first reaches the last too (odd k:
+  k^C >= 2N - 1, since a layer reaches (k - 1) / 2 dilations per side)."""
+  if kernel_size == 1:
+    return 1
+  c, reach = 0, 0
+  while c == 0 or reach < seq_len - 1:
+    left, right = conv.conv_padding(kernel_size, causal=causal,
+                                    dilation=kernel_size ** c)
+    reach += left if causal else min(left, right)
     c += 1
   return c
 
@@ -176,7 +184,7 @@ def layer_dilations(model_config, seq_len: int) -> list[int]:
   if s["kind"] != "tcn":
     return [1] * s["num_layers"]
   k = s["kernel_size"]
-  c = tcn_cycle(k, seq_len)
+  c = tcn_cycle(k, seq_len, causal=s["causal"])
   return [k ** (i % c) for i in range(s["num_layers"])]
 
 

@@ -295,6 +295,10 @@ def test_tcn_dilations_cycle_once_the_sequence_is_covered():
   assert models.layer_dilations(CONFIGS["cnn"], N) == [1, 1]
   assert models.tcn_cycle(3, 120) == 5 and models.tcn_cycle(3, 243) == 5
   assert models.tcn_cycle(3, 244) == 6 and models.tcn_cycle(2, 1) == 1
+  # Symmetric kernels reach (k - 1) / 2 dilations per side: 3^C >= 2N - 1.
+  assert models.tcn_cycle(3, 70, causal=False) == 5
+  assert models.tcn_cycle(3, 41, causal=False) == 4
+  assert models.tcn_cycle(3, 42, causal=False) == 5
 
 
 class ApplyVariantsTest(chex.TestCase):
