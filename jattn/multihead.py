@@ -155,7 +155,8 @@ def project_output(params, out_LHV, *, precision=None):
 def multi_head_attention(params, x_q, x_kv, mask=None, *, bias=None,
                          scale=None, is_causal: bool = False,
                          q_positions=None, kv_positions=None,
-                         return_weights: bool = False, precision=None):
+                         return_weights: bool = False, precision=None,
+                         implementation: str | None = None):
   """Multi-head attention of L query tokens over M key/value tokens.
 
   Args:
@@ -170,6 +171,8 @@ def multi_head_attention(params, x_q, x_kv, mask=None, *, bias=None,
       rotary embeddings (`apply_rope`) rotate the projected queries and keys.
     return_weights: also return float32 (H, L, M) attention weights.
     precision: einsum precision.
+    implementation: attention implementation, None (automatic), "dense",
+      "blockwise" or "pallas" (see `jattn.dot_product_attention`).
 
   Returns:
     (L, Do) in x_q's dtype (and the weights if asked).
@@ -193,9 +196,11 @@ def multi_head_attention(params, x_q, x_kv, mask=None, *, bias=None,
   if q_positions is not None:
     q_LHK = positional.apply_rope(q_LHK, q_positions)
     k_MGK = positional.apply_rope(k_MGK, kv_positions)
-  out_LHV, weights_HLM = attention_lib.dot_product_attention(
+  attended = attention_lib.dot_product_attention(
       q_LHK, k_MGK, v_MGV, mask, bias=bias, scale=scale, is_causal=is_causal,
-      return_weights=True, precision=precision)
+      return_weights=return_weights, precision=precision,
+      implementation=implementation)
+  out_LHV, weights_HLM = attended if return_weights else (attended, None)
   y_LD = project_output(params, out_LHV, precision=precision).astype(x_q.dtype)
   chex.assert_shape(y_LD, (L, Do))
   if return_weights:
@@ -212,7 +217,7 @@ def self_attention(params, x, mask=None, *, positions=None, **kwargs):
     mask: optional bool broadcastable to (H, n, n), True = may attend.
     positions: optional (n,) positions for rotary embeddings.
     **kwargs: `bias`, `scale`, `is_causal`, `return_weights`, `precision`,
-      as in `multi_head_attention`.
+      `implementation`, as in `multi_head_attention`.
 
   Returns:
     (n, D) (and float32 (H, n, n) weights if `return_weights`).

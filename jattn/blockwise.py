@@ -1,0 +1,632 @@
+"""Blockwise (flash-style) attention in pure JAX, O(L + M) memory.
+
+Queries are visited in blocks of `block_q` rows and keys/values in blocks of
+`block_k`; an online softmax (running row maximum and row sum, in float32 or
+wider) accumulates each query block's output, so the (H, L, M) logits are
+never formed. The backward pass is a `jax.custom_vjp` that saves only q, k, v,
+the output and the per-row log-sum-exp (O(L + M) memory) and recomputes each
+tile.
+
+Masks known at trace time (causal, a local window, and the padding of L and M
+up to whole blocks) decide which tiles are visited: a tile with nothing to
+attend to is never computed, and a tile where everything may be attended to
+skips the mask arithmetic. Masks that are data (a boolean `mask` sliced per
+tile, key lengths) are applied in every visited tile.
+
+CPU speed comes from the layout: every matmul is a plain (rows x inner) @
+(inner x cols) product (operands are transposed once, outside the loops, so no
+tile matmul needs a transposed operand; XLA's CPU matmuls run 2-3x slower on
+transposed operands), and the query heads that share a key/value head are
+stacked into one matmul (grouped-query attention). On CPU the plan is
+"sequential": key/value heads are visited by a loop and a `jax.vmap` batch by
+`jax.custom_batching.sequential_vmap`, so each tile is one head's
+(block_q x block_k) and stays in cache (25% faster than making the batch and
+heads batch dimensions of every tile op). On accelerators the batch and heads
+are batch dimensions of the tile matmuls.
+
+`jattn.dot_product_attention(..., implementation="blockwise")` validates the
+arguments and calls `attend`. Only first-order reverse-mode differentiation
+(grad, vjp, jacrev) is defined; forward mode (jvp, jacfwd, hessian) needs
+`implementation="dense"`.
+
+Internal layout (per example; vmap adds a leading batch axis):
+  q (G, Lp, R, K), k (G, Mp, K), kT (G, K, Mp), v (G, Mp, V),
+  out (G, Lp, R, V), lse (G, Lp, R), mask/bias (Gx, Lx, Rx, Mx) with each of
+  Gx/Rx equal to G/R or 1 and Lx/Mx equal to Lp/Mp or 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.custom_batching
+import jax.numpy as jnp
+from jax import lax
+
+from jattn import softmax as softmax_lib
+
+# Tile sizes tuned on the 2-core AVX-512 CPU of experiments/attention (K = 64,
+# float32; 128 x 256 to 512 x 512 were within noise of each other): large
+# enough for efficient matmuls, small enough that one head's tile of logits
+# (128 KiB) stays in the L2 cache.
+DEFAULT_BLOCK_Q = 128
+DEFAULT_BLOCK_K = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """Static description of one blockwise attention call.
+
+  Attributes:
+    num_queries, num_keys: L and M before padding.
+    block_q, block_k: tile sizes; L and M are padded to multiples of them.
+    causal: query i sees keys j <= i.
+    window: None or (left, right): query i sees keys i - left <= j <= i + right.
+    precision: matmul precision.
+    sequential: process one key/value head and one batch element at a time
+      (heads by a loop, a vmapped batch by `jax.custom_batching.
+      sequential_vmap`) instead of as batch dimensions of every tile matmul.
+      On CPU this keeps each tile small enough for the caches and is ~25%
+      faster; accelerators want the parallel form.
+  """
+  num_queries: int
+  num_keys: int
+  block_q: int
+  block_k: int
+  causal: bool = False
+  window: tuple[int, int] | None = None
+  precision: Any = None
+  sequential: bool = False
+
+  @property
+  def padded_queries(self) -> int:
+    return _round_up(self.num_queries, self.block_q)
+
+  @property
+  def padded_keys(self) -> int:
+    return _round_up(self.num_keys, self.block_k)
+
+  @property
+  def num_query_blocks(self) -> int:
+    return self.padded_queries // self.block_q
+
+  @property
+  def num_key_blocks(self) -> int:
+    return self.padded_keys // self.block_k
+
+
+def _round_up(n: int, multiple: int) -> int:
+  return -(-n // multiple) * multiple
+
+
+def choose_block(length: int, block: int, multiple: int = 8) -> int:
+  """A tile size near `block` that splits `length` into near-equal tiles.
+
+  With t = ceil(length / block) tiles, each is ceil(length / t) rounded up to
+  `multiple`, so padding wastes less than `multiple` rows per tile instead of
+  up to a whole block.
+  """
+  if length <= 0:
+    return multiple
+  tiles = -(-length // block)
+  return _round_up(-(-length // tiles), multiple)
+
+
+def make_plan(num_queries: int, num_keys: int, *, block_q: int | None = None,
+              block_k: int | None = None, causal: bool = False,
+              window: tuple[int, int] | None = None, precision=None,
+              sequential: bool | None = None) -> Plan:
+  """A `Plan` with tile sizes fitted to L and M (defaults when None).
+
+  `sequential` defaults to True on CPU (see `Plan`).
+  """
+  block_q = DEFAULT_BLOCK_Q if block_q is None else block_q
+  block_k = DEFAULT_BLOCK_K if block_k is None else block_k
+  if sequential is None:
+    sequential = jax.default_backend() == "cpu"
+  return Plan(num_queries, num_keys, choose_block(num_queries, block_q),
+              choose_block(num_keys, block_k), bool(causal),
+              None if window is None else (int(window[0]), int(window[1])),
+              precision, bool(sequential))
+
+
+# ---------------------------------------------------------------------------
+# Which tiles to visit, and which need a mask.
+
+
+def key_block_range(plan: Plan, i):
+  """[first, last) key blocks holding a key that query block i may attend to."""
+  first_row = i * plan.block_q
+  last_row = jnp.minimum(first_row + plan.block_q, plan.num_queries) - 1
+  first_col, last_col = 0, plan.num_keys - 1
+  if plan.causal:
+    last_col = jnp.minimum(last_col, last_row)
+  if plan.window is not None:
+    left, right = plan.window
+    first_col = jnp.maximum(first_col, first_row - left)
+    last_col = jnp.minimum(last_col, last_row + right)
+  return _block_span(first_col, last_col, plan.block_k)
+
+
+def query_block_range(plan: Plan, j):
+  """[first, last) query blocks holding a query that may attend to key
+  block j."""
+  first_col = j * plan.block_k
+  last_col = jnp.minimum(first_col + plan.block_k, plan.num_keys) - 1
+  first_row, last_row = 0, plan.num_queries - 1
+  if plan.causal:
+    first_row = jnp.maximum(first_row, first_col)
+  if plan.window is not None:
+    left, right = plan.window
+    first_row = jnp.maximum(first_row, first_col - right)
+    last_row = jnp.minimum(last_row, last_col + left)
+  return _block_span(first_row, last_row, plan.block_q)
+
+
+def _block_span(first, last, block: int):
+  """Blocks [lo, hi) covering indices first..last (empty when last < first)."""
+  lo = jnp.asarray(first, jnp.int32) // block
+  hi = jnp.asarray(last, jnp.int32) // block + 1
+  return lo, jnp.where(last < first, lo, hi)
+
+
+def tile_is_full(plan: Plan, i, j):
+  """Whether the static structure allows every pair of tile (i, j).
+
+  Python True when no tile ever needs a mask; else a traced bool.
+  """
+  full = True
+  first_row, first_col = i * plan.block_q, j * plan.block_k
+  last_row = first_row + plan.block_q - 1
+  last_col = first_col + plan.block_k - 1
+  if plan.padded_keys != plan.num_keys:
+    full = full & (last_col < plan.num_keys)
+  if plan.causal:
+    full = full & (last_col <= first_row)
+  if plan.window is not None:
+    left, right = plan.window
+    full = full & (last_row - left <= first_col)
+    full = full & (last_col <= first_row + right)
+  return full
+
+
+def structural_valid(plan: Plan, rows, cols, key_len_rows):
+  """Allowed pairs from the static structure and key lengths, or None."""
+  valid = None
+
+  def both(a, b):
+    return b if a is None else a & b
+
+  if plan.padded_keys != plan.num_keys:
+    valid = both(valid, cols < plan.num_keys)
+  if plan.causal:
+    valid = both(valid, cols <= rows)
+  if plan.window is not None:
+    left, right = plan.window
+    valid = both(valid, (cols >= rows - left) & (cols <= rows + right))
+  if key_len_rows is not None:
+    valid = both(valid, cols < key_len_rows)
+  return valid
+
+
+def tile(plan: Plan, x, i, j):
+  """Tile (i, j) of a (Gx, Lx, Rx, Mx) mask/bias whose L/M axes are full or 1."""
+  if x.shape[1] != 1:
+    x = lax.dynamic_slice_in_dim(x, i * plan.block_q, plan.block_q, axis=1)
+  if x.shape[3] != 1:
+    x = lax.dynamic_slice_in_dim(x, j * plan.block_k, plan.block_k, axis=3)
+  return x
+
+
+def _block(x, index, size, axis):
+  return lax.dynamic_slice_in_dim(x, index * size, size, axis=axis)
+
+
+def _visit(plan, i, j, has_dynamic_mask: bool, step, carry):
+  """`step(carry, apply_mask)` for tile (i, j), masking only where needed."""
+  if has_dynamic_mask:
+    return step(carry, True)
+  full = tile_is_full(plan, i, j)
+  if full is True:
+    return step(carry, False)
+  return lax.cond(full, functools.partial(step, apply_mask=False),
+                  functools.partial(step, apply_mask=True), carry)
+
+
+# ---------------------------------------------------------------------------
+# Forward: outer loop over query blocks, inner loop over key blocks.
+
+
+def _logits(plan, q_i, kT_j, bias, mask, key_len, i, j, acc, apply_mask):
+  """Logits (G, bq, R, bk) of tile (i, j), -inf where masked."""
+  bq, bk = plan.block_q, plan.block_k
+  s = jnp.einsum("gqrk,gkc->gqrc", q_i, kT_j, precision=plan.precision,
+                 preferred_element_type=acc)
+  if bias is not None:
+    s = s + tile(plan, bias, i, j).astype(acc)
+  if apply_mask:
+    rows = i * bq + lax.broadcasted_iota(jnp.int32, (bq, 1, bk), 0)
+    cols = j * bk + lax.broadcasted_iota(jnp.int32, (bq, 1, bk), 2)
+    len_rows = None
+    if key_len is not None:
+      len_rows = _block(key_len, i, bq, 0)[:, None, None]
+    valid = structural_valid(plan, rows, cols, len_rows)
+    valid = None if valid is None else valid[None]
+    if mask is not None:
+      mask_t = tile(plan, mask, i, j)
+      valid = mask_t if valid is None else valid & mask_t
+    if valid is not None:
+      s = jnp.where(valid, s, -jnp.inf)
+  return s
+
+
+def forward(plan: Plan, q, kT, v, bias, mask, key_len):
+  """out (G, Lp, R, V) in q's dtype and lse (G, Lp, R); lse = +inf marks a
+  query with nothing to attend to (its output is 0)."""
+  G, Lp, R, _ = q.shape
+  V = v.shape[-1]
+  bq, bk = plan.block_q, plan.block_k
+  acc = softmax_lib.softmax_dtype(q.dtype)
+  dynamic = mask is not None or key_len is not None
+
+  def query_block(i, carry):
+    out, lse = carry
+    q_i = _block(q, i, bq, 1)
+
+    def key_block(j, state):
+      kT_j = _block(kT, j, bk, 2)
+      v_j = _block(v, j, bk, 1)
+
+      def step(state, apply_mask):
+        m, l, o = state
+        s = _logits(plan, q_i, kT_j, bias, mask, key_len, i, j, acc, apply_mask)
+        m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+        # A row with nothing allowed so far keeps m = -inf: shift it by 0.
+        shift = jnp.where(m_new == -jnp.inf, 0.0, m_new).astype(acc)
+        p = jnp.exp(s - shift[..., None])
+        correction = jnp.exp(m - shift)
+        l = l * correction + jnp.sum(p, axis=-1)
+        pv = jnp.einsum("gqrc,gcv->gqrv", p.astype(v.dtype), v_j,
+                        precision=plan.precision, preferred_element_type=acc)
+        return m_new, l, o * correction[..., None] + pv
+
+      return _visit(plan, i, j, dynamic, step, state)
+
+    init = (jnp.full((G, bq, R), -jnp.inf, acc), jnp.zeros((G, bq, R), acc),
+            jnp.zeros((G, bq, R, V), acc))
+    m, l, o = lax.fori_loop(*key_block_range(plan, i), key_block, init)
+    nonempty = l > 0
+    safe_l = jnp.where(nonempty, l, 1.0)
+    out_i = (o / safe_l[..., None]).astype(out.dtype)
+    shift = jnp.where(m == -jnp.inf, 0.0, m)
+    lse_i = jnp.where(nonempty, shift + jnp.log(safe_l), jnp.inf)
+    out = lax.dynamic_update_slice_in_dim(out, out_i, i * bq, axis=1)
+    lse = lax.dynamic_update_slice_in_dim(lse, lse_i, i * bq, axis=1)
+    return out, lse
+
+  init = (jnp.zeros((G, Lp, R, V), q.dtype), jnp.zeros((G, Lp, R), acc))
+  return lax.fori_loop(0, plan.num_query_blocks, query_block, init)
+
+
+# ---------------------------------------------------------------------------
+# Backward: outer loop over key blocks, inner loop over query blocks, on
+# transposed tiles (key rows, query columns) so that all five matmuls are
+# plain products.
+
+
+def _logits_t(plan, k_j, qT_i, bias, mask, key_len, i, j, acc, apply_mask):
+  """Transposed logits (G, bk, bq, R) of tile (i, j), -inf where masked."""
+  bq, bk = plan.block_q, plan.block_k
+  s_t = jnp.einsum("gck,gkqr->gcqr", k_j, qT_i, precision=plan.precision,
+                   preferred_element_type=acc)
+  if bias is not None:
+    s_t = s_t + tile(plan, bias, i, j).transpose(0, 3, 1, 2).astype(acc)
+  if apply_mask:
+    cols = j * bk + lax.broadcasted_iota(jnp.int32, (bk, bq), 0)
+    rows = i * bq + lax.broadcasted_iota(jnp.int32, (bk, bq), 1)
+    len_rows = None
+    if key_len is not None:
+      len_rows = _block(key_len, i, bq, 0)[None, :]
+    valid = structural_valid(plan, rows, cols, len_rows)
+    valid = None if valid is None else valid[None, :, :, None]
+    if mask is not None:
+      mask_t = tile(plan, mask, i, j).transpose(0, 3, 1, 2)
+      valid = mask_t if valid is None else valid & mask_t
+    if valid is not None:
+      s_t = jnp.where(valid, s_t, -jnp.inf)
+  return s_t
+
+
+def _sum_to(x, shape):
+  """Sums x over the axes where `shape` has size 1, keeping them."""
+  axes = tuple(a for a, (n, s) in enumerate(zip(shape, x.shape))
+               if n == 1 and s != 1)
+  return jnp.sum(x, axis=axes, keepdims=True) if axes else x
+
+
+def _add_tile(plan: Plan, x, t, i, j):
+  """x (Gx, Lx, Rx, Mx) with its tile (i, j) incremented by t."""
+  zero = jnp.zeros((), jnp.int32)
+  starts = [zero, zero, zero, zero]
+  if x.shape[1] != 1:
+    starts[1] = jnp.asarray(i * plan.block_q, jnp.int32)
+  if x.shape[3] != 1:
+    starts[3] = jnp.asarray(j * plan.block_k, jnp.int32)
+  current = lax.dynamic_slice(x, starts, t.shape)
+  return lax.dynamic_update_slice(x, current + t.astype(x.dtype), starts)
+
+
+def backward(plan: Plan, res, d_out):
+  """Cotangents of (q, kT, v, bias, mask, key_len), recomputing each tile."""
+  q, kT, v, bias, mask, key_len, out, lse = res
+  G, Lp, R, K = q.shape
+  Mp, V = v.shape[1], v.shape[2]
+  bq, bk = plan.block_q, plan.block_k
+  acc = softmax_lib.softmax_dtype(q.dtype)
+  dynamic = mask is not None or key_len is not None
+  d_out = d_out.astype(out.dtype)
+  # delta_i = sum_v dO_iv O_iv = sum_j P_ij dP_ij (the softmax Jacobian term).
+  delta = jnp.sum(d_out.astype(acc) * out.astype(acc), axis=-1)
+  k = kT.transpose(0, 2, 1)              # (G, Mp, K)
+  qT = q.transpose(0, 3, 1, 2)           # (G, K, Lp, R)
+  d_outT = d_out.transpose(0, 3, 1, 2)   # (G, V, Lp, R)
+
+  def key_block(j, carry):
+    dqT, dk, dv, dbias = carry
+    k_j = _block(k, j, bk, 1)
+    kT_j = _block(kT, j, bk, 2)
+    v_j = _block(v, j, bk, 1)
+
+    def query_block(i, state):
+      dk_j, dv_j, dqT, dbias = state
+      q_i = _block(q, i, bq, 1)
+      qT_i = _block(qT, i, bq, 2)
+      do_i = _block(d_out, i, bq, 1)
+      doT_i = _block(d_outT, i, bq, 2)
+      lse_i = _block(lse, i, bq, 1)[:, None]
+      delta_i = _block(delta, i, bq, 1)[:, None]
+
+      def step(partial, apply_mask):
+        dk_j, dv_j = partial
+        s_t = _logits_t(plan, k_j, qT_i, bias, mask, key_len, i, j, acc,
+                        apply_mask)
+        p_t = jnp.exp(s_t - lse_i)                        # (G, bk, bq, R)
+        dv_j = dv_j + jnp.einsum("gcqr,gqrv->gcv", p_t.astype(do_i.dtype),
+                                 do_i, precision=plan.precision,
+                                 preferred_element_type=acc)
+        dp_t = jnp.einsum("gcv,gvqr->gcqr", v_j, doT_i,
+                          precision=plan.precision, preferred_element_type=acc)
+        ds_t = p_t * (dp_t - delta_i)
+        dk_j = dk_j + jnp.einsum("gcqr,gqrk->gck", ds_t.astype(q_i.dtype), q_i,
+                                 precision=plan.precision,
+                                 preferred_element_type=acc)
+        dqT_i = jnp.einsum("gkc,gcqr->gkqr", kT_j, ds_t.astype(kT_j.dtype),
+                           precision=plan.precision, preferred_element_type=acc)
+        dbias_t = None
+        if bias is not None:
+          shape = tile(plan, bias, i, j).shape
+          t_shape = (shape[0], shape[3], shape[1], shape[2])
+          dbias_t = _sum_to(ds_t, t_shape).transpose(0, 2, 3, 1)
+        return (dk_j, dv_j), dqT_i, dbias_t
+
+      (dk_j, dv_j), dqT_i, dbias_t = _visit(plan, i, j, dynamic, step,
+                                            (dk_j, dv_j))
+      dqT = lax.dynamic_update_slice_in_dim(
+          dqT, _block(dqT, i, bq, 2) + dqT_i, i * bq, axis=2)
+      if dbias is not None:
+        dbias = _add_tile(plan, dbias, dbias_t, i, j)
+      return dk_j, dv_j, dqT, dbias
+
+    init = (jnp.zeros((G, bk, K), acc), jnp.zeros((G, bk, V), acc), dqT, dbias)
+    dk_j, dv_j, dqT, dbias = lax.fori_loop(*query_block_range(plan, j),
+                                           query_block, init)
+    dk = lax.dynamic_update_slice_in_dim(dk, dk_j, j * bk, axis=1)
+    dv = lax.dynamic_update_slice_in_dim(dv, dv_j, j * bk, axis=1)
+    return dqT, dk, dv, dbias
+
+  init = (jnp.zeros((G, K, Lp, R), acc), jnp.zeros((G, Mp, K), acc),
+          jnp.zeros((G, Mp, V), acc),
+          None if bias is None else jnp.zeros(bias.shape, acc))
+  dqT, dk, dv, dbias = lax.fori_loop(0, plan.num_key_blocks, key_block, init)
+  dq = dqT.transpose(0, 2, 3, 1).astype(q.dtype)
+  dkT = dk.transpose(0, 2, 1).astype(kT.dtype)
+  dbias = None if bias is None else dbias.astype(bias.dtype)
+  return dq, dkT, dv.astype(v.dtype), dbias, None, None
+
+
+def _head(x, g):
+  """Key/value head g of a (G or 1, ...) array, keeping the axis (or None)."""
+  if x is None or x.shape[0] == 1:
+    return x
+  return lax.dynamic_slice_in_dim(x, g, 1, axis=0)
+
+
+def _forward_by_head(plan: Plan, q, kT, v, bias, mask, key_len):
+  """`forward`, one key/value head (with its R query heads) at a time."""
+  G = q.shape[0]
+  if G == 1:
+    return forward(plan, q, kT, v, bias, mask, key_len)
+
+  def body(g, carry):
+    out, lse = carry
+    out_g, lse_g = forward(plan, _head(q, g), _head(kT, g), _head(v, g),
+                           _head(bias, g), _head(mask, g), key_len)
+    return (lax.dynamic_update_slice_in_dim(out, out_g, g, axis=0),
+            lax.dynamic_update_slice_in_dim(lse, lse_g, g, axis=0))
+
+  acc = softmax_lib.softmax_dtype(q.dtype)
+  init = (jnp.zeros(q.shape[:3] + v.shape[-1:], q.dtype),
+          jnp.zeros(q.shape[:3], acc))
+  return lax.fori_loop(0, G, body, init)
+
+
+def _backward_by_head(plan: Plan, res, d_out):
+  """`backward`, one key/value head at a time."""
+  q, kT, v, bias, mask, key_len, out, lse = res
+  G = q.shape[0]
+  if G == 1:
+    return backward(plan, res, d_out)
+
+  def body(g, carry):
+    dq, dkT, dv, dbias = carry
+    res_g = (_head(q, g), _head(kT, g), _head(v, g), _head(bias, g),
+             _head(mask, g), key_len, _head(out, g), _head(lse, g))
+    dq_g, dkT_g, dv_g, dbias_g, _, _ = backward(plan, res_g, _head(d_out, g))
+    put = lambda x, x_g: lax.dynamic_update_slice_in_dim(x, x_g, g, axis=0)
+    if dbias is not None:
+      dbias = put(dbias, dbias_g) if bias.shape[0] == G else dbias + dbias_g
+    return put(dq, dq_g), put(dkT, dkT_g), put(dv, dv_g), dbias
+
+  init = (jnp.zeros_like(q), jnp.zeros_like(kT), jnp.zeros_like(v),
+          None if bias is None else jnp.zeros_like(bias))
+  dq, dkT, dv, dbias = lax.fori_loop(0, G, body, init)
+  return dq, dkT, dv, dbias, None, None
+
+
+def _forward_core(plan: Plan, q, kT, v, bias, mask, key_len):
+  if not plan.sequential:
+    return forward(plan, q, kT, v, bias, mask, key_len)
+  run = jax.custom_batching.sequential_vmap(
+      functools.partial(_forward_by_head, plan))
+  return run(q, kT, v, bias, mask, key_len)
+
+
+def _backward_core(plan: Plan, res, d_out):
+  if not plan.sequential:
+    return backward(plan, res, d_out)
+  run = jax.custom_batching.sequential_vmap(
+      functools.partial(_backward_by_head, plan))
+  return run(res, d_out)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def core(plan: Plan, q, kT, v, bias, mask, key_len):
+  """Blockwise attention on padded, head-major, pre-scaled inputs.
+
+  Args:
+    plan: static tile plan.
+    q: (G, Lp, R, K) queries already multiplied by the logit scale.
+    kT: (G, K, Mp) keys, transposed, with q's dtype.
+    v: (G, Mp, V).
+    bias: None or float (Gx, Lx, Rx, Mx) (see the module docstring).
+    mask: None or bool, laid out like bias; True = may attend.
+    key_len: None or int32 (Lp,): query i sees keys j < key_len[i].
+
+  Returns:
+    out (G, Lp, R, V) in q's dtype and lse (G, Lp, R) float32 or wider
+    (+inf for a query with nothing to attend to). Only `out` is
+    differentiable: lse's cotangent is ignored.
+  """
+  return _forward_core(plan, q, kT, v, bias, mask, key_len)
+
+
+def _core_fwd(plan, q, kT, v, bias, mask, key_len):
+  out, lse = _forward_core(plan, q, kT, v, bias, mask, key_len)
+  return (out, lse), (q, kT, v, bias, mask, key_len, out, lse)
+
+
+def _core_bwd(plan, res, cotangents):
+  d_out, _ = cotangents
+  return _backward_core(plan, res, d_out)
+
+
+core.defvjp(_core_fwd, _core_bwd)
+
+
+# ---------------------------------------------------------------------------
+# Entry point on validated (L, H, K) inputs.
+
+
+def as_tiled(x, H: int, G: int, plan: Plan, fill):
+  """A mask/bias broadcastable to (H, L, M) -> padded (Gx, Lx, Rx, Mx)."""
+  if x is None:
+    return None
+  x = jnp.asarray(x)
+  x = x.reshape((1,) * (3 - x.ndim) + x.shape)
+  Hx, Lx, Mx = x.shape
+  if Hx == H and H > 1:
+    x = x.reshape(G, H // G, Lx, Mx)
+  else:
+    x = x.reshape(1, 1, Lx, Mx)
+  x = x.transpose(0, 2, 1, 3)
+  pad = [(0, 0), (0, plan.padded_queries - Lx if Lx != 1 else 0), (0, 0),
+         (0, plan.padded_keys - Mx if Mx != 1 else 0)]
+  return jnp.pad(x, pad, constant_values=fill)
+
+
+class Engine(NamedTuple):
+  """A tile engine: how to plan tiles and the function that runs them.
+
+  Attributes:
+    make_plan: `make_plan`-like (L, M, *, block_q, block_k, causal, window,
+      precision) -> Plan.
+    core: `core`-like (plan, q, kT, v, bias, mask, key_len) -> (out, lse),
+      differentiable in q, kT, v and bias.
+  """
+  make_plan: Callable[..., Plan]
+  core: Callable[..., Any]
+
+
+ENGINE = Engine(make_plan, core)
+
+
+def attend(q_LHK, k_MGK, v_MGV, *, mask=None, bias=None, scale,
+           causal: bool = False, window=None, key_valid_len=None,
+           query_valid_len=None, block_q: int | None = None,
+           block_k: int | None = None, precision=None,
+           engine: Engine | None = None):
+  """Blockwise attention on validated multi-head inputs.
+
+  Args:
+    q_LHK: (L, H, K); k_MGK: (M, G, K); v_MGV: (M, G, V).
+    mask: None or bool broadcastable to (H, L, M) (rank <= 3).
+    bias: None or float broadcastable to (H, L, M) (rank <= 3).
+    scale: logit scale (Python float or scalar array).
+    causal: query i sees keys j <= i.
+    window: None or (left, right) ints >= 0.
+    key_valid_len: None or int, scalar or (L,): query i sees keys j < len.
+    query_valid_len: None or int scalar: queries i >= len output 0.
+    block_q, block_k: tile sizes (default: the engine's).
+    precision: matmul precision.
+    engine: the tile engine (default `ENGINE`, pure JAX); the Pallas
+      implementation passes its own.
+
+  Returns:
+    (L, H, V) in q's dtype.
+  """
+  L, H, K = q_LHK.shape
+  M, G, _ = k_MGK.shape
+  V = v_MGV.shape[-1]
+  R = H // G
+  out_dtype = q_LHK.dtype
+  engine = ENGINE if engine is None else engine
+  plan = engine.make_plan(L, M, block_q=block_q, block_k=block_k,
+                          causal=causal, window=window, precision=precision)
+  dtype = jnp.result_type(q_LHK, k_MGK)
+  acc = softmax_lib.softmax_dtype(dtype)
+  # Folding the scale into q costs O(L K) instead of O(L M) per call.
+  q_LHK = (q_LHK.astype(acc) * jnp.asarray(scale, acc)).astype(dtype)
+  v_MGV = v_MGV.astype(jnp.promote_types(v_MGV.dtype, dtype))
+
+  Lp, Mp = plan.padded_queries, plan.padded_keys
+  q = jnp.pad(q_LHK.reshape(L, G, R, K).transpose(1, 0, 2, 3),
+              [(0, 0), (0, Lp - L), (0, 0), (0, 0)])
+  kT = jnp.pad(k_MGK.astype(dtype).transpose(1, 2, 0),
+               [(0, 0), (0, 0), (0, Mp - M)])
+  v = jnp.pad(v_MGV.transpose(1, 0, 2), [(0, 0), (0, Mp - M), (0, 0)])
+  mask = as_tiled(mask, H, G, plan, False)
+  bias = as_tiled(bias, H, G, plan, 0)
+  key_len = None
+  if key_valid_len is not None:
+    key_len = jnp.asarray(key_valid_len).astype(jnp.int32).reshape(-1)
+    key_len = jnp.pad(jnp.broadcast_to(key_len, (L,)), (0, Lp - L))
+  out, _ = engine.core(plan, q, kT, v, bias, mask, key_len)
+  out_LHV = out[:, :L].transpose(1, 0, 2, 3).reshape(L, H, V)
+  if query_valid_len is not None:
+    keep_L = jnp.arange(L) < jnp.asarray(query_valid_len)
+    out_LHV = jnp.where(keep_L[:, None, None], out_LHV,
+                        jnp.zeros((), out_LHV.dtype))
+  return out_LHV.astype(out_dtype)
