@@ -455,9 +455,13 @@ def tables(results) -> str:
         r = by.get((L, n, mode), {})
         r = by.get((L, r["same_as"], mode), {}) if "same_as" in r else r
         temp = (r.get("compiled_memory") or {}).get("temp")
-        peak = (r.get("subprocess") or {}).get("peak_increase")
-        cells.append(f"{_fmt(temp and temp / 2**20, '.0f')} / "
-                     f"{_fmt(peak and peak / 2**20, '.0f')}")
+        sub = r.get("subprocess") or {}
+        peak = _fmt(sub.get("peak_increase") and sub["peak_increase"] / 2**20,
+                    ".0f")
+        if "failed" in sub:
+          peak = "killed: " + sub["failed"]
+        cells.append("skip" if "skipped" in r else
+                     f"{_fmt(temp and temp / 2**20, '.0f')} / {peak}")
       lines.append(f"| {L} | {mode} | " + " | ".join(cells) + " |")
   if results.get("max_length"):
     lines.append("")
@@ -489,8 +493,13 @@ def main(argv=None) -> int:
                       help="seconds allowed per max-length trial")
   parser.add_argument("--one-core", action="store_true",
                       help="pin this process and its subprocesses to one core")
+  parser.add_argument("--report", help="print the tables of a --json file")
   parser.add_argument("--worker", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  if args.report:
+    with open(args.report) as f:
+      print(tables(json.load(f)))
+    return 0
   if args.one_core:
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
   if args.worker:
