@@ -61,9 +61,11 @@ def _stacked_block(seed, num_layers, d=D, h=2, f=8):
   }
 
 
-def test_scan_stack_equals_python_loop_conv():
+@pytest.mark.parametrize("unroll", [False, True])
+def test_scan_stack_equals_python_loop_conv(unroll):
   stacked, x = _stacked_conv(1, 3, 3), _inputs(2)
-  got = jattn.apply_stack(jattn.conv_layer, stacked, x, MASK, causal=True)
+  got = jattn.apply_stack(jattn.conv_layer, stacked, x, MASK, causal=True,
+                          unroll=unroll)
   want = x
   for i in range(3):  # the NumPy oracle, layer by layer
     want = oracle.conv(_layer(stacked, i), want, MASK, causal=True)
@@ -166,6 +168,16 @@ def test_compile_size_does_not_grow_with_depth():
     return len(jaxpr.jaxpr.eqns)
 
   assert eqn_count(2) == eqn_count(16)
+
+
+def test_unroll_has_one_call_per_layer_and_no_scan():
+  stacked = _stacked_conv(14, 3, 3, dtype=jnp.float32)
+  jaxpr = jax.make_jaxpr(lambda p, x: jattn.apply_stack(
+      jattn.conv_layer, p, x, MASK, unroll=True))(
+          stacked, _inputs(15, dtype=jnp.float32))
+  names = [eqn.primitive.name for eqn in jaxpr.jaxpr.eqns]
+  assert "scan" not in names
+  assert names.count("conv_general_dilated") == 3
 
 
 def test_no_retrace_with_same_shapes():
