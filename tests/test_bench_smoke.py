@@ -7,11 +7,14 @@ import sys
 import tempfile
 import unittest
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class BenchAttentionSmokeTest(unittest.TestCase):
 
+  @pytest.mark.slow
   def test_quick_run(self):
     with tempfile.TemporaryDirectory() as tmp:
       out = os.path.join(tmp, "bench.json")

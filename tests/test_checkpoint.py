@@ -91,6 +91,7 @@ def _kill_after_first_checkpoint(proc, checkpoints, log, outcome):
     proc.wait()
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_bit_identical_params(x32, tmp_path):
   killed, uninterrupted = tmp_path / "killed", tmp_path / "uninterrupted"
   log = tmp_path / "log.txt"

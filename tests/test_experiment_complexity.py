@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from tests import helpers
 
 
+@pytest.mark.slow
 def test_quick_run_writes_table_json_and_plots(tmp_path):
   complexity = helpers.load_module("experiments/complexity.py", "complexity")
   assert complexity.main(["--out", str(tmp_path), "--quick"]) == 0
