@@ -6,13 +6,21 @@ and rerunning the same command resumes from the latest checkpoint):
   python -m jattn.main --config=configs/copy.py:attention --workdir=/tmp/copy
 
 `:ARG` picks the model: attention (the default when omitted), cnn, tcn
-(dilated convolutions), rnn, gru, lstm, or smoke (a tiny attention run for
+(dilated convolutions), rnn, gru, lstm, the sub-quadratic attention
+stacks local (sliding window), linear (elu + 1 features) and performer
+(FAVOR+ random features), or smoke (a tiny attention run for
 CI, a few seconds). Override any field on the command line, e.g.
 
   python -m jattn.main --config=configs/copy.py:lstm --workdir=/tmp/lstm \
       --config.task.delay=200 --config.train.num_steps=5000
 
 A misspelt field is an error naming it (the config is locked).
+
+On several devices (GPUs of a host, TPU cores, or fake CPU devices with
+XLA_FLAGS=--xla_force_host_platform_device_count=8) `mesh` splits the batch
+over "data" (default: every device), the sequence over "seq" (attention
+becomes ring attention) and attention heads over "model", e.g.
+--config.mesh.data=2 --config.mesh.seq=4 (jattn.parallel.make_mesh).
 
 The task (jattn.tasks): read num_symbols symbols, wait `delay` positions,
 write them back after a delimiter; sequences have delay + 2 num_symbols
@@ -34,7 +42,8 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-ARCHITECTURES = ("attention", "cnn", "tcn", "rnn", "gru", "lstm", "smoke")
+ARCHITECTURES = ("attention", "cnn", "tcn", "rnn", "gru", "lstm", "local",
+                 "linear", "performer", "smoke")
 
 
 def _task() -> ml_collections.ConfigDict:
@@ -59,7 +68,14 @@ def _model(kind: str) -> ml_collections.ConfigDict:
       "causal": False,  # attention and convolutions (recurrences always are)
       "pre_norm": True,  # attention only
       "dropout_rate": 0.0,
+      "window": 32,  # local only: query i sees keys |j - i| < window
+      "num_features": 64,  # performer only: random features per head
   })
+
+
+def _mesh() -> ml_collections.ConfigDict:
+  # Device mesh axis sizes; -1 = all the devices the other axes leave.
+  return ml_collections.ConfigDict({"data": -1, "seq": 1, "model": 1})
 
 
 def _train() -> ml_collections.ConfigDict:
@@ -92,6 +108,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.task = _task()
   config.model = _model("attention" if arg == "smoke" else arg)
   config.train = _train()
+  config.mesh = _mesh()
   config.train.stop_at_accuracy = 0.99
   m, t = config.model, config.train
 

@@ -32,6 +32,10 @@ from jattn.feedforward import init_layer_norm
 from jattn.feedforward import layer_norm
 from jattn.kv_cache import cached_self_attention
 from jattn.kv_cache import init_kv_cache
+from jattn.linear import linear_attention
+from jattn.linear import linear_self_attention
+from jattn.local import local_attention
+from jattn.local import local_self_attention
 from jattn.masks import causal_mask
 from jattn.masks import combine_masks
 from jattn.masks import local_mask
@@ -40,6 +44,8 @@ from jattn.multihead import init_multi_head_attention
 from jattn.multihead import init_self_attention
 from jattn.multihead import multi_head_attention
 from jattn.multihead import self_attention
+from jattn.performer import performer_attention
+from jattn.performer import performer_self_attention
 from jattn.positional import apply_rope
 from jattn.positional import init_learned_encoding
 from jattn.positional import learned_encoding
@@ -84,10 +90,16 @@ __all__ = [
     "init_transformer_block",
     "layer_norm",
     "learned_encoding",
+    "linear_attention",
+    "linear_self_attention",
+    "local_attention",
     "local_mask",
+    "local_self_attention",
     "masked_softmax",
     "multi_head_attention",
     "padding_mask",
+    "performer_attention",
+    "performer_self_attention",
     "receptive_field",
     "rnn_layer",
     "self_attention",

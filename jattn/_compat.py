@@ -7,10 +7,13 @@ Flax API it uses changed in between:
   which collects `Module.sow` values during a call (sowing outside it warns
   DeprecationWarning); flax 0.11 has no `nnx.capture`, sown values are stored
   on the module as `nnx.Intermediate` attributes and read with `nnx.pop`.
+
+The JAX sharding APIs that `jattn.parallel` uses are shimmed at the end.
 """
 
 from __future__ import annotations
 
+import jax
 from flax import nnx
 
 HAS_NNX_CAPTURE = hasattr(nnx, "capture")
@@ -29,3 +32,64 @@ def capture_intermediates(module, *args, **kwargs):
   nnx.pop(module, nnx.Intermediate)  # drop values left by earlier calls
   out = module(*args, **kwargs)
   return out, nnx.pop(module, nnx.Intermediate)
+
+
+# ---------------------------------------------------------------------------
+# JAX sharding APIs (jattn.parallel).
+#
+# jax 0.7.2 and 0.10 both have `jax.shard_map(f, mesh=, in_specs=,
+# out_specs=, check_vma=)`, `jax.make_mesh(..., axis_types=)`, `jax.set_mesh`
+# (a context manager), `jax.sharding.get_abstract_mesh` and
+# `jax.lax.axis_size`. Older releases have `jax.experimental.shard_map.
+# shard_map(f, mesh, in_specs, out_specs, check_rep=)`, no mesh context that
+# shard_map reads, and `jax.make_mesh` without axis types. Meshes are made
+# with "auto" axes everywhere: jax 0.10's `jax.make_mesh` defaults to
+# explicit axes, which change how jit shards unannotated values.
+
+
+def shard_map(f, *, mesh, in_specs, out_specs):
+  """`jax.shard_map` without replication/varying-axis checks (the ring's
+  custom VJP and `lax.cond` carry values the checker cannot type)."""
+  if hasattr(jax, "shard_map"):
+    return jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs,
+                         check_vma=False)
+  from jax.experimental.shard_map import shard_map as legacy  # pylint: disable=g-import-not-at-top
+  return legacy(f, mesh, in_specs, out_specs, check_rep=False)
+
+
+def make_mesh(axis_shapes, axis_names, devices):
+  """A `jax.sharding.Mesh` over `devices` with "auto" axes (GSPMD)."""
+  axis_type = getattr(jax.sharding, "AxisType", None)
+  if axis_type is not None:
+    return jax.make_mesh(tuple(axis_shapes), tuple(axis_names),
+                         axis_types=(axis_type.Auto,) * len(axis_names),
+                         devices=list(devices))
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  return jax.sharding.Mesh(
+      np.asarray(list(devices), object).reshape(tuple(axis_shapes)),
+      tuple(axis_names))
+
+
+def use_mesh(mesh):
+  """Context manager making `mesh` the current mesh (`current_mesh`)."""
+  if hasattr(jax, "set_mesh"):
+    return jax.set_mesh(mesh)
+  if hasattr(jax.sharding, "use_mesh"):
+    return jax.sharding.use_mesh(mesh)
+  return mesh  # legacy `with mesh:` (not seen by `current_mesh`)
+
+
+def current_mesh():
+  """The mesh set by `use_mesh` / `jax.set_mesh` (abstract), or None."""
+  get = getattr(jax.sharding, "get_abstract_mesh", None)
+  if get is None:
+    return None
+  mesh = get()
+  return None if mesh is None or mesh.empty else mesh
+
+
+def axis_size(axis_name) -> int:
+  """The size of a mesh axis inside `shard_map`, as a Python int."""
+  if hasattr(jax.lax, "axis_size"):
+    return jax.lax.axis_size(axis_name)
+  return jax.lax.psum(1, axis_name)

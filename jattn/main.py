@@ -3,6 +3,10 @@ r"""Command line: train a model on the copy task from a config file.
   python -m jattn.main --config=configs/copy.py:attention --workdir=/tmp/copy \
       [--config.task.delay=200 --config.train.num_steps=5000 ...]
 
+On several hosts (TPU pod slices, GPU clusters), run the same command on
+every host with --distributed, which calls jax.distributed.initialize()
+before JAX touches any device.
+
 The config is locked: an override of a field that does not exist is an error
 naming it. Rerunning the same command resumes from WORKDIR's latest
 checkpoint. The last line printed is the final summary (eval accuracy vs the
@@ -27,6 +31,10 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Folder for metrics.jsonl and checkpoints/ (resumes).")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False,
+    "Call jax.distributed.initialize() first (one process per host of a TPU "
+    "pod or GPU cluster; arguments come from the environment).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -35,6 +43,8 @@ def main(argv) -> None:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  if _DISTRIBUTED.value:
+    jax.distributed.initialize()  # before anything else touches devices
   print(f"jax {jax.__version__}", flush=True)
   print(_CONFIG.value, flush=True)
   try:

@@ -46,14 +46,20 @@ class MetricWriter:
   Args:
     workdir: the run's folder (created if missing).
     tensorboard: write TensorBoard scalars when tensorboardX is importable.
+    enabled: False makes `write` return the record without writing anything
+      (processes other than the first of a multi-host run).
   """
 
-  def __init__(self, workdir, *, tensorboard: bool = True):
+  def __init__(self, workdir, *, tensorboard: bool = True,
+               enabled: bool = True):
     self.workdir = pathlib.Path(os.fspath(workdir))
-    self.workdir.mkdir(parents=True, exist_ok=True)
     self.path = self.workdir / METRICS_FILE
-    self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+    self._file = None
     self._tb = None
+    if not enabled:
+      return
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
     if tensorboard:
       try:
         import tensorboardX  # noqa: PLC0415  (optional dependency)
@@ -66,6 +72,8 @@ class MetricWriter:
   def write(self, metrics: dict) -> dict:
     """Appends one object; returns it as written (plain Python values)."""
     record = _plain(dict(metrics))
+    if self._file is None:
+      return record
     self._file.write(json.dumps(record, sort_keys=False) + "\n")
     self._file.flush()
     if self._tb is not None and "step" in record:
@@ -77,7 +85,8 @@ class MetricWriter:
     return record
 
   def close(self) -> None:
-    self._file.close()
+    if self._file is not None:
+      self._file.close()
     if self._tb is not None:
       self._tb.close()
 

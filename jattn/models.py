@@ -26,6 +26,15 @@ layers (same width D, same embedding and head):
                field k^C first covers the whole sequence: layer i has
                dilation k^(i mod C). So num_layers = C covers the sequence
                once; more layers repeat the pattern.
+  "local", "linear", "performer"
+               the "attention" stack (same params, positional encodings,
+               pre-/post-LN blocks) with its self-attention replaced by a
+               sub-quadratic variant (`jattn.variant_block`): sliding-window
+               attention |j - i| < `window` (`jattn.local_attention`), linear
+               attention with elu + 1 features (`jattn.linear_attention`), or
+               FAVOR+ with `num_features` random features per head
+               (`jattn.performer`; one projection drawn from a fixed key,
+               jax.random.key(0), shared by the layers, not trained).
   "rnn", "gru", "lstm"
                residual recurrent blocks  x + rnn(LN(x))  with an Elman, GRU
                or LSTM cell (`jattn.rnn_layer`), always forward (causal).
@@ -67,10 +76,14 @@ attributes) holds:
   causal        causal attention / convolution (default False)
   pre_norm      pre-LN transformer blocks (default True)
   dropout_rate  residual dropout (default 0.0)
+  window        local attention window w (default 32)
+  num_features  Performer random features per head (default
+                `jattn.performer.default_num_features(d_model // num_heads)`)
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import chex
@@ -81,12 +94,18 @@ from jattn import _checks
 from jattn import conv
 from jattn import feedforward
 from jattn import masks as masks_lib
+from jattn import parallel
 from jattn import positional as positional_lib
 from jattn import rnn
 from jattn import stack
 from jattn import transformer
+from jattn import performer as performer_lib
+from jattn import variant_block
 
-KINDS = ("attention", "cnn", "tcn", "rnn", "gru", "lstm")
+KINDS = ("attention", "cnn", "tcn", "rnn", "gru", "lstm", "local", "linear",
+         "performer")
+# Kinds built as attention stacks (transformer blocks).
+_ATTENTION_KINDS = ("attention",) + variant_block.VARIANTS
 POSITIONAL = ("sinusoidal", "learned", "rope")
 _CELLS = {"rnn": "elman", "gru": "gru", "lstm": "lstm"}
 _REQUIRED = object()
@@ -98,6 +117,8 @@ _DEFAULTS = {
     "causal": False,
     "pre_norm": True,
     "dropout_rate": 0.0,
+    "window": 32,
+    "num_features": None,  # performer_lib.default_num_features(head width)
 }
 
 
@@ -142,7 +163,7 @@ def _settings(model_config) -> dict:
     raise ValueError(
         f"model.dropout_rate: expected a float in [0, 1), got {rate!r}")
   s["dropout_rate"] = float(rate)
-  if kind == "attention":
+  if kind in _ATTENTION_KINDS:
     if s["positional"] not in POSITIONAL:
       raise ValueError(
           f"model.positional: expected one of {list(POSITIONAL)}, got "
@@ -155,6 +176,16 @@ def _settings(model_config) -> dict:
       raise ValueError(
           f"model.num_heads: expected an even head width d_model / num_heads "
           f"for rope, got {s['d_model']} / {s['num_heads']}")
+  if kind == "local":
+    try:
+      masks_lib.local_mask(0, 0, s["window"])  # validates the window
+    except (TypeError, ValueError) as err:
+      raise type(err)(f"model.{err}") from err
+  if kind == "performer":
+    if s["num_features"] is None:
+      s["num_features"] = performer_lib.default_num_features(
+          s["d_model"] // s["num_heads"])
+    _checks.check_positive_int(s["num_features"], "model.num_features")
   if kind == "tcn" and s["kernel_size"] < 2:
     raise ValueError(
         f"model.kernel_size: expected an int >= 2 for tcn, got "
@@ -191,7 +222,7 @@ def layer_dilations(model_config, seq_len: int) -> list[int]:
 def _init_block(key, s):
   """One layer's params for the configured kind."""
   D = s["d_model"]
-  if s["kind"] == "attention":
+  if s["kind"] in _ATTENTION_KINDS:
     return transformer.init_transformer_block(key, D, s["num_heads"],
                                               s["d_ff"])
   if s["kind"] in ("cnn", "tcn"):
@@ -199,6 +230,19 @@ def _init_block(key, s):
   else:
     layer = rnn.init_rnn_layer(key, D, cell=_CELLS[s["kind"]])
   return {"norm": feedforward.init_layer_norm(D), "layer": layer}
+
+
+def _variant_layer(s):
+  """The block of a local / linear / performer stack: `variant_block` with
+  the variant's attention."""
+  projection = None
+  if s["kind"] == "performer":
+    projection = performer_lib.random_features(
+        jax.random.key(0), s["num_features"], s["d_model"] // s["num_heads"])
+  return functools.partial(
+      variant_block.variant_block,
+      attention_fn=variant_block.variant_attention(
+          s["kind"], window=s["window"], projection=projection))
 
 
 def init_model(key, model_config, vocab_size: int, max_len: int):
@@ -235,7 +279,7 @@ def init_model(key, model_config, vocab_size: int, max_len: int):
           "b": jnp.zeros((V,), jnp.float32),
       },
   }
-  if s["kind"] == "attention" and s["positional"] == "learned":
+  if s["kind"] in _ATTENTION_KINDS and s["positional"] == "learned":
     params["pos"] = positional_lib.init_learned_encoding(key_pos, max_len, D)
   return params
 
@@ -333,29 +377,20 @@ def apply_embedded(params, x_ND, token_mask_N=None, *, model_config,
 
   _checks.check_shape(x_ND, "x_ND", (N, D))
   kind = s["kind"]
-  if kind == "attention":
-    rope_positions = None
-    if s["positional"] == "sinusoidal":
-      x_ND = x_ND + positional_lib.sinusoidal_encoding(N, D, dtype=x_ND.dtype)
-    elif s["positional"] == "learned":
-      if "pos" not in params:
-        raise ValueError(
-            "params: expected a 'pos' table for model.positional='learned', "
-            f"got keys {sorted(params)}")
-      max_len = params["pos"]["table"].shape[0]
-      if N > max_len:
-        raise ValueError(
-            f"x_ND (embedded tokens_N): expected a length <= "
-            f"max_len={max_len} (the learned positional table), got {N}")
-      x_ND = x_ND + params["pos"]["table"][:N]
-    else:
-      rope_positions = jnp.arange(N)
+  if kind in _ATTENTION_KINDS:
+    x_ND, rope_positions = _add_position(params, x_ND, s)
     x_ND = masks_lib.zero_padded_rows(x_ND, mask_N)
+    # Under a mesh with a "seq" axis > 1 (jax.set_mesh), the same blocks
+    # with ring attention over the sharded sequence (jattn.parallel).
+    block = (parallel.ring_transformer_block if parallel.seq_parallel_active()
+             else transformer.transformer_block)
+    if kind != "attention":  # local / linear / performer
+      block = _variant_layer(s)
     x_ND = stack.apply_stack(
-        transformer.transformer_block, params["layers"], x_ND, mask_N,
+        block, params["layers"], x_ND, mask_N,
         key=layer_key, pre_norm=s["pre_norm"], is_causal=s["causal"],
         positions=rope_positions, dropout_rate=rate,
-        deterministic=not use_dropout)
+        deterministic=not use_dropout, unroll=True)
   else:
     x_ND = masks_lib.zero_padded_rows(x_ND, mask_N)
     if kind in ("cnn", "tcn"):
@@ -369,7 +404,8 @@ def apply_embedded(params, x_ND, token_mask_N=None, *, model_config,
       per_layer = None
     x_ND = stack.apply_stack(block, params["layers"], x_ND, mask_N,
                              key=layer_key, per_layer_kwargs=per_layer,
-                             dropout_rate=rate, deterministic=not use_dropout)
+                             dropout_rate=rate, deterministic=not use_dropout,
+                             unroll=True)
 
   x_ND = feedforward.layer_norm(params["norm"], x_ND)
   logits_NV = (jnp.matmul(x_ND.astype(jnp.float32),
@@ -378,6 +414,70 @@ def apply_embedded(params, x_ND, token_mask_N=None, *, model_config,
   chex.assert_shape(logits_NV, (N, V))
   chex.assert_type(logits_NV, jnp.float32)
   return logits_NV
+
+
+def _add_position(params, x_ND, s):
+  """(x_ND + the positional table, None), or (x_ND, rope positions (N,))."""
+  N, D = x_ND.shape
+  if s["positional"] == "sinusoidal":
+    return (x_ND + positional_lib.sinusoidal_encoding(N, D, dtype=x_ND.dtype),
+            None)
+  if s["positional"] == "learned":
+    if "pos" not in params:
+      raise ValueError(
+          "params: expected a 'pos' table for model.positional='learned', "
+          f"got keys {sorted(params)}")
+    max_len = params["pos"]["table"].shape[0]
+    if N > max_len:
+      raise ValueError(
+          f"x_ND (embedded tokens_N): expected a length <= "
+          f"max_len={max_len} (the learned positional table), got {N}")
+    return x_ND + params["pos"]["table"][:N], None
+  return x_ND, jnp.arange(N)
+
+
+def attention_weights(params, tokens_N, token_mask_N=None, *, model_config):
+  """The attention weights of every layer and head of an "attention" model
+  on one sequence (no dropout), e.g. to draw them (`jattn.plot`).
+
+  Args:
+    params: dict from `init_model` (or `jattn.checkpoint.load_params`).
+    tokens_N: (N,) integer token ids.
+    token_mask_N: optional bool (N,), True = real token.
+    model_config: the config `params` were made with (kind "attention").
+
+  Returns:
+    (L, H, N, N) weights, float32 (float64 for float64 params), with
+    L = num_layers and H = num_heads: entry [l, h, i, j] is the weight query
+    i gives to key j in head h of layer l (the layers of `apply_model`, each
+    `jattn.transformer_block` with `return_weights=True`). Every row sums to
+    1 over the real keys; masked keys get 0.
+  """
+  s = _settings(model_config)
+  if s["kind"] != "attention":
+    raise ValueError(
+        "model_config: expected model.kind 'attention' (the kind whose "
+        f"dense attention weights this returns), got {s['kind']!r}")
+  _check_model_params(params)
+  x_ND = embed(params, tokens_N, model_config=model_config)
+  N = x_ND.shape[0]
+  mask_N = None
+  if token_mask_N is not None:
+    _checks.check_bool(token_mask_N, "token_mask_N")
+    _checks.check_shape(token_mask_N, "token_mask_N", (N,))
+    mask_N = jnp.asarray(token_mask_N)
+  x_ND, rope_positions = _add_position(params, x_ND, s)
+  x_ND = masks_lib.zero_padded_rows(x_ND, mask_N)
+
+  def layer(h_ND, layer_params):
+    return transformer.transformer_block(
+        layer_params, h_ND, mask_N, pre_norm=s["pre_norm"],
+        is_causal=s["causal"], positions=rope_positions, return_weights=True)
+
+  _, weights_LHNN = jax.lax.scan(layer, x_ND, params["layers"])
+  chex.assert_shape(weights_LHNN, (s["num_layers"], s["num_heads"], N, N))
+  chex.assert_type(weights_LHNN, jnp.promote_types(x_ND.dtype, jnp.float32))
+  return weights_LHNN
 
 
 def count_params(params) -> int:
@@ -400,9 +500,13 @@ def describe(model_config, vocab_size: int, max_len: int) -> str:
   s = _settings(model_config)
   plural = "s" if s["num_layers"] > 1 else ""
   parts = [f"{s['num_layers']} layer{plural}", f"d_model={s['d_model']}"]
-  if s["kind"] == "attention":
+  if s["kind"] in _ATTENTION_KINDS:
     parts += [f"{s['num_heads']} heads", f"d_ff={s['d_ff']}", s["positional"],
               "pre-LN" if s["pre_norm"] else "post-LN"]
+    if s["kind"] == "local":
+      parts.append(f"window {s['window']}")
+    elif s["kind"] == "performer":
+      parts.append(f"{s['num_features']} random features")
   elif s["kind"] in ("cnn", "tcn"):
     dil = layer_dilations(model_config, max_len)
     parts += [f"kernel {s['kernel_size']}", f"dilations {dil}",

@@ -38,6 +38,18 @@ good one stays on disk.
 A resumed run appends to metrics.jsonl, so steps logged after the last
 checkpoint of the interrupted run appear twice (same values for the training
 metrics, as the data and parameters are the same).
+
+Devices. `config.mesh` (see `jattn.parallel.make_mesh`; default, or when the
+config has no `mesh`: every device on "data") picks a mesh. On one device
+the loop is the plain single-device one. On several, the state is placed
+with `jattn.parallel.param_shardings` (replicated; attention heads split
+over "model"), each batch is generated on the host CPU and placed with
+`jax.make_array_from_process_local_data` (batch over "data", tokens over
+"seq"), the steps are jitted under the mesh (`jax.set_mesh`), where the
+model's attention becomes ring attention when "seq" > 1, and jit partitions
+the rest. The data, init and dropout keys are the same as on one device, so
+a sharded run computes the same steps (up to floating-point summation
+order). Multi-host: call `jax.distributed.initialize()` first (README).
 """
 
 from __future__ import annotations
@@ -54,9 +66,11 @@ import optax
 import tqdm
 
 from jattn import _checks
+from jattn import _compat
 from jattn import checkpoint as checkpoint_lib
 from jattn import metrics as metrics_lib
 from jattn import models
+from jattn import parallel
 from jattn import tasks
 
 SCHEDULES = ("cosine", "constant")
@@ -176,17 +190,23 @@ def init_state(key, model_config, task: tasks.CopyTask,
 # Loss, steps, evaluation
 
 
-def _forward(params, batch, *, model_config, dropout_key, deterministic):
-  """(B, N, V) logits of a batch (apply_model vmapped over examples)."""
+def _forward(params, batch, *, model_config, dropout_key, deterministic,
+             batch_axis=None):
+  """(B, N, V) logits of a batch (apply_model vmapped over examples).
+
+  `batch_axis`: the mesh axis the batch is split over (vmap's
+  spmd_axis_name), so that ring attention's shard_map keeps it split.
+  """
   inputs_BN = batch["inputs"]
   B = inputs_BN.shape[0]
   apply = functools.partial(models.apply_model, model_config=model_config,
                             deterministic=deterministic)
+  vmap = functools.partial(jax.vmap, spmd_axis_name=batch_axis)
   if deterministic:
-    return jax.vmap(lambda t, m: apply(params, t, m))(
+    return vmap(lambda t, m: apply(params, t, m))(
         inputs_BN, batch["token_mask"])
   keys_B = jax.random.split(dropout_key, B)
-  return jax.vmap(lambda t, m, k: apply(params, t, m, dropout_key=k))(
+  return vmap(lambda t, m, k: apply(params, t, m, dropout_key=k))(
       inputs_BN, batch["token_mask"], keys_B)
 
 
@@ -217,10 +237,11 @@ def _ratios(sums: dict) -> dict:
 
 
 def loss_fn(params, batch, *, model_config, dropout_key=None,
-            deterministic=True):
+            deterministic=True, batch_axis=None):
   """(mean cross-entropy over real tokens, {"loss", "accuracy", ...})."""
   logits_BNV = _forward(params, batch, model_config=model_config,
-                        dropout_key=dropout_key, deterministic=deterministic)
+                        dropout_key=dropout_key, deterministic=deterministic,
+                        batch_axis=batch_axis)
   metrics = _ratios(_sums(logits_BNV, batch))
   return metrics["loss"], metrics
 
@@ -237,7 +258,32 @@ def _all_finite(tree):
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
-def make_train_step(model_config, optimizer: optax.GradientTransformation):
+def _in_mesh(fn, mesh):
+  """Jitted `fn` called (and `.lower`ed) with `mesh` as the current mesh
+  (no-op for mesh=None)."""
+  if mesh is None:
+    return fn
+
+  @functools.wraps(fn)
+  def call(*args, **kwargs):
+    with _compat.use_mesh(mesh):
+      return fn(*args, **kwargs)
+
+  def lower(*args, **kwargs):
+    with _compat.use_mesh(mesh):
+      return fn.lower(*args, **kwargs)
+
+  call.lower = lower
+  return call
+
+
+def _batch_axis(mesh):
+  """"data" when the mesh has it (vmap's spmd_axis_name), else None."""
+  return "data" if mesh is not None and "data" in mesh.axis_names else None
+
+
+def make_train_step(model_config, optimizer: optax.GradientTransformation,
+                    mesh=None):
   """A jitted `train_step(state, batch, rng) -> (state, metrics)`.
 
   `state` is donated (its buffers are reused for the new state). `rng` is
@@ -245,24 +291,35 @@ def make_train_step(model_config, optimizer: optax.GradientTransformation):
   dropout depends on the step only. Metrics: loss, accuracy, exact_match,
   grad_norm (before clipping) and `finite` (the loss and the new params are
   all finite).
+
+  With a `mesh` (`jattn.parallel.make_mesh`) the step runs under it: the
+  batch is constrained to `parallel.batch_shardings`, the new state to
+  `parallel.param_shardings` (so it comes back laid out like the state
+  passed in), and the model sees the mesh (ring attention when "seq" > 1).
   """
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  batch_axis = _batch_axis(mesh)
 
   def train_step(state, batch, rng):
+    if mesh is not None:
+      batch = parallel.constrain(batch, parallel.batch_shardings(batch, mesh))
     step_key = jax.random.fold_in(rng, state["step"])
     (_, metrics), grads = grad_fn(
         state["params"], batch, model_config=model_config,
-        dropout_key=step_key, deterministic=False)
+        dropout_key=step_key, deterministic=False, batch_axis=batch_axis)
     updates, opt_state = optimizer.update(grads, state["opt_state"],
                                           state["params"])
     params = optax.apply_updates(state["params"], updates)
     new_state = _strong({"step": state["step"] + 1, "params": params,
                          "opt_state": opt_state})
+    if mesh is not None:
+      new_state = parallel.constrain(
+          new_state, parallel.param_shardings(new_state, mesh))
     metrics = dict(metrics, grad_norm=_global_norm(grads))
     metrics["finite"] = jnp.isfinite(metrics["loss"]) & _all_finite(params)
     return new_state, metrics
 
-  return jax.jit(train_step, donate_argnums=0)
+  return _in_mesh(jax.jit(train_step, donate_argnums=0), mesh)
 
 
 def make_batch_fn(task: tasks.CopyTask, batch_size: int):
@@ -272,21 +329,26 @@ def make_batch_fn(task: tasks.CopyTask, batch_size: int):
 
 
 def make_eval_fn(model_config, task: tasks.CopyTask, batch_size: int,
-                 num_batches: int):
+                 num_batches: int, mesh=None):
   """A jitted `eval_fn(params, key) -> {"loss", "accuracy", "exact_match"}`.
 
   The metrics pool the held-out batches make_batch(task, fold_in(key, i)),
-  i < num_batches, generated inside the compiled function.
+  i < num_batches, generated inside the compiled function (with a `mesh`,
+  each one sharded like a training batch).
   """
   def eval_fn(params, key):
     def one(i):
       batch = tasks.make_batch(task, jax.random.fold_in(key, i), batch_size)
+      if mesh is not None:
+        batch = parallel.constrain(batch,
+                                   parallel.batch_shardings(batch, mesh))
       logits_BNV = _forward(params, batch, model_config=model_config,
-                            dropout_key=None, deterministic=True)
+                            dropout_key=None, deterministic=True,
+                            batch_axis=_batch_axis(mesh))
       return _sums(logits_BNV, batch)
     sums = jax.lax.map(one, jnp.arange(num_batches, dtype=jnp.int32))
     return _ratios(jax.tree.map(jnp.sum, sums))
-  return jax.jit(eval_fn)
+  return _in_mesh(jax.jit(eval_fn), mesh)
 
 
 # Compiled functions reused by later train_and_evaluate calls with the same
@@ -297,9 +359,9 @@ _OPTIMIZER_FIELDS = ("learning_rate", "schedule", "warmup_steps", "num_steps",
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_train_step(model_json: str, optimizer_json: str):
+def _cached_train_step(model_json: str, optimizer_json: str, mesh=None):
   return make_train_step(json.loads(model_json),
-                         make_optimizer(json.loads(optimizer_json)))
+                         make_optimizer(json.loads(optimizer_json)), mesh)
 
 
 @functools.lru_cache(maxsize=8)
@@ -309,8 +371,9 @@ def _cached_batch_fn(task: tasks.CopyTask, batch_size: int):
 
 @functools.lru_cache(maxsize=8)
 def _cached_eval_fn(model_json: str, task: tasks.CopyTask, batch_size: int,
-                    num_batches: int):
-  return make_eval_fn(json.loads(model_json), task, batch_size, num_batches)
+                    num_batches: int, mesh=None):
+  return make_eval_fn(json.loads(model_json), task, batch_size, num_batches,
+                      mesh)
 
 
 def _baseline(task: tasks.CopyTask, batch_fn, key, num_batches: int):
@@ -362,6 +425,47 @@ def _format(record: dict) -> str:
   return f"step {record['step']}: " + ", ".join(parts)
 
 
+def _mesh_from_config(config, batch_size: int, seq_len: int):
+  """The mesh of `config.mesh` (default: every device on "data"), or None
+  when it has one device."""
+  mesh = parallel.make_mesh(config.mesh if "mesh" in config else None)
+  if mesh.size == 1:
+    return None
+  data = parallel.axis_size(mesh, "data")
+  seq = parallel.axis_size(mesh, "seq")
+  if batch_size % data:
+    raise ValueError(
+        f"mesh.data: expected a divisor of train.batch_size={batch_size}, "
+        f"got {data}")
+  if seq_len % seq:
+    raise ValueError(
+        f"mesh.seq: expected a divisor of the sequence length {seq_len} of "
+        f"the task, got {seq}")
+  return mesh
+
+
+def _describe_mesh(mesh) -> str:
+  """'mesh data=2, seq=4, model=1 of 8 cpu devices'."""
+  axes = ", ".join(f"{a}={n}" for a, n in zip(mesh.axis_names,
+                                              mesh.axis_sizes))
+  return f"mesh {axes} of {mesh.size} {jax.default_backend()} devices"
+
+
+def _batch_source(batch_fn, data_key, mesh):
+  """`next_batch(step)`: training batch `step` on the device, or, with a
+  mesh, generated on the host CPU and placed by `parallel.shard_batch`
+  (`jax.make_array_from_process_local_data`; every process computes the
+  same global batch, a pure function of the key and the step)."""
+  if mesh is None:
+    return lambda step: batch_fn(data_key, step)
+  key = jax.device_put(data_key, jax.local_devices(backend="cpu")[0])
+
+  def next_batch(step):
+    host = jax.device_get(batch_fn(key, step))
+    return parallel.shard_batch(host, mesh, process_local=False)
+  return next_batch
+
+
 def train_and_evaluate(config, workdir) -> dict:
   """Trains the configured model on the copy task; returns the final metrics.
 
@@ -376,10 +480,11 @@ def train_and_evaluate(config, workdir) -> dict:
     The final metrics object (also the last line of metrics.jsonl):
     {"final": True, "step", "steps", "eval_loss", "eval_accuracy",
     "eval_exact_match", "baseline_loss", "seconds", "steps_per_second",
-    "stopped", "resumed_from", "device", "backend", "num_params"}. `steps` is
-    the number of optimizer steps taken in all, `seconds` the wall-clock time
-    of this call (compilation included), `stopped` why it ended ("num_steps",
-    "stop_at_accuracy" or "time_budget_s").
+    "stopped", "resumed_from", "device", "backend", "num_params", "mesh"}.
+    `steps` is the number of optimizer steps taken in all, `seconds` the
+    wall-clock time of this call (compilation included), `stopped` why it
+    ended ("num_steps", "stop_at_accuracy" or "time_budget_s"), `mesh` the
+    mesh's axis sizes ({"data": 1, "seq": 1, "model": 1} on one device).
 
   Raises:
     NonFiniteError: the loss became NaN or infinite (the last checkpoint with
@@ -391,8 +496,10 @@ def train_and_evaluate(config, workdir) -> dict:
   model_dict = _as_dict(config.model)
   model_json = json.dumps(model_dict, sort_keys=True)
   B, num_steps = t["batch_size"], t["num_steps"]
+  mesh = _mesh_from_config(config, B, task.seq_len)
   device = jax.devices()[0]
-  print(f"jattn.train: devices {jax.devices()}, training on {device}",
+  where = str(device) if mesh is None else _describe_mesh(mesh)
+  print(f"jattn.train: devices {jax.devices()}, training on {where}",
         flush=True)
   model_line = models.describe(model_dict, task.vocab_size, task.seq_len)
   print(f"jattn.train: {model_line}; {task}", flush=True)
@@ -404,11 +511,13 @@ def train_and_evaluate(config, workdir) -> dict:
                      make_optimizer(json.loads(optimizer_json)))
   # Committed to the device like a restored state, so that both hit the same
   # compiled train_step (jit keys its cache on committed-ness too).
-  state = jax.device_put(state, device)
+  state = jax.device_put(state, device if mesh is None else
+                         parallel.param_shardings(state, mesh))
   num_params = models.count_params(state["params"])
-  train_step = _cached_train_step(model_json, optimizer_json)
+  train_step = _cached_train_step(model_json, optimizer_json, mesh)
   batch_fn = _cached_batch_fn(task, B)
-  eval_fn = _cached_eval_fn(model_json, task, B, t["eval_batches"])
+  next_batch = _batch_source(batch_fn, data_key, mesh)
+  eval_fn = _cached_eval_fn(model_json, task, B, t["eval_batches"], mesh)
   baseline = _baseline(task, batch_fn, eval_key, t["eval_batches"])
 
   def evaluate(params) -> dict:
@@ -417,7 +526,10 @@ def train_and_evaluate(config, workdir) -> dict:
   ckpt = checkpoint_lib.Checkpointer(
       checkpoint_lib.checkpoint_dir(workdir), save_every=t["checkpoint_every"],
       keep=t["keep_checkpoints"])
-  writer = metrics_lib.MetricWriter(workdir)
+  # One metrics file per run: only the first process of a multi-host run
+  # writes it.
+  writer = metrics_lib.MetricWriter(workdir,
+                                    enabled=jax.process_index() == 0)
   bar = None
   try:
     start = ckpt.latest_step() or 0
@@ -440,7 +552,7 @@ def train_and_evaluate(config, workdir) -> dict:
     step, metrics = start, None
     tick, tick_step = time.perf_counter(), start
     while step < num_steps and stopped == "num_steps":
-      state, metrics = train_step(state, batch_fn(data_key, step), dropout_key)
+      state, metrics = train_step(state, next_batch(step), dropout_key)
       step += 1
       bar.update(1)
       if budget is not None and time.perf_counter() - start_time > budget:
@@ -480,8 +592,10 @@ def train_and_evaluate(config, workdir) -> dict:
         "final": True, "step": step, "steps": step, **eval_metrics,
         "baseline_loss": baseline, "seconds": seconds,
         "steps_per_second": (step - start) / seconds, "stopped": stopped,
-        "resumed_from": start, "device": str(device),
-        "backend": jax.default_backend(), "num_params": num_params})
+        "resumed_from": start, "device": where,
+        "backend": jax.default_backend(), "num_params": num_params,
+        "mesh": parallel.mesh_shape(None, 1) if mesh is None else dict(
+            zip(mesh.axis_names, mesh.axis_sizes))})
   finally:
     if bar is not None:
       bar.close()

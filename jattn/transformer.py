@@ -86,7 +86,8 @@ def transformer_block(params, x_ND, mask=None, *, pre_norm: bool = False,
                       dropout_rate: float = 0.0, dropout_key=None,
                       deterministic: bool = True,
                       return_weights: bool = False,
-                      activation=jax.nn.relu, precision=None):
+                      activation=jax.nn.relu, precision=None,
+                      attention_fn=None):
   """Self-attention and feed-forward sublayers with residuals and layer norm.
 
   Args:
@@ -107,6 +108,13 @@ def transformer_block(params, x_ND, mask=None, *, pre_norm: bool = False,
     return_weights: also return the float32 (H, N, N) attention weights.
     activation: feed-forward nonlinearity.
     precision: einsum precision for attention and feed-forward.
+    attention_fn: optional replacement for the self-attention sublayer,
+      `attention_fn(params["attention"], h_ND, mask, *, positions,
+      is_causal, precision) -> (N, D)`, e.g. a local, linear, Performer or
+      ring attention with its hyperparameters bound
+      (`jattn.variant_block.variant_attention`,
+      `jattn.parallel.ring_self_attention`). It receives the rank-2/3 mask,
+      or (1, N) key validity for a token mask. Not with `return_weights`.
 
   Returns:
     (N, D) in x's dtype (and the (H, N, N) weights if `return_weights`).
@@ -121,6 +129,10 @@ def transformer_block(params, x_ND, mask=None, *, pre_norm: bool = False,
     raise TypeError(
         f"deterministic: expected a bool, got {type(deterministic).__name__}")
   rate = _check_rate(dropout_rate)
+  if attention_fn is not None and return_weights:
+    raise ValueError(
+        "return_weights: expected False with a custom attention_fn (it "
+        "returns no weights), got True")
   N, D = x_ND.shape
 
   token_mask_N, attn_mask = None, None
@@ -146,6 +158,10 @@ def transformer_block(params, x_ND, mask=None, *, pre_norm: bool = False,
     drop = lambda key, y: y
 
   def attend(h_ND):
+    if attention_fn is not None:
+      return attention_fn(params["attention"], h_ND, attn_mask,
+                          positions=positions, is_causal=is_causal,
+                          precision=precision), None
     # Weights only when asked: an (H, N, N) array is what memory-efficient
     # attention avoids.
     out = multihead.self_attention(

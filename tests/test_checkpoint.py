@@ -99,7 +99,7 @@ def test_killed_run_resumes_to_bit_identical_params(x32, tmp_path):
   #    meanwhile an uninterrupted run of the same config in this process.
   command = [sys.executable, "-m", "jattn.main",
              "--config=configs/copy.py:smoke", f"--workdir={killed}",
-             "--config.train.checkpoint_every=10"]
+             "--config.train.checkpoint_every=10", "--config.mesh.data=1"]
   outcome = {}
   with open(log, "w") as log_file:
     proc = subprocess.Popen(command, cwd=ROOT, stdout=log_file,

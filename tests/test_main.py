@@ -43,7 +43,7 @@ def test_a_typo_in_an_override_fails_naming_the_key(tmp_path):
 @pytest.mark.parametrize("arg", [None, *(_config_module().ARCHITECTURES)])
 def test_every_config_builds_a_task_and_model_and_is_locked(arg):
   config = _config_module().get_config(arg)
-  assert set(config) == {"task", "model", "train"}
+  assert set(config) == {"task", "model", "train", "mesh"}
   kind = {None: "attention", "smoke": "attention"}.get(arg, arg)
   assert config.model.kind == kind
   task = tasks.from_config(config.task)

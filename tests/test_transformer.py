@@ -134,6 +134,29 @@ def test_block_grouped_query_no_bias_matches_oracle():
                              rtol=1e-10, atol=1e-10)
 
 
+def test_custom_attention_fn_replaces_the_attention_sublayer():
+  params, x = _params(9), _inputs(10)
+  calls = []
+
+  def doubled(p, h_ND, mask, *, positions, is_causal, precision):
+    calls.append(np.shape(mask))
+    return 2 * jattn.self_attention(p, h_ND, mask, positions=positions,
+                                    is_causal=is_causal, precision=precision)
+
+  # Doubling the attention output = doubling w_o in the oracle's block.
+  doubled_params = dict(params, attention=dict(
+      params["attention"], w_o=2 * params["attention"]["w_o"]))
+  if "b_o" in params["attention"]:
+    doubled_params["attention"]["b_o"] = 2 * params["attention"]["b_o"]
+  got = jattn.transformer_block(params, x, MASK, attention_fn=doubled)
+  want = oracle.transformer_block(doubled_params, x, MASK)[0]
+  np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+  assert calls == [(1, N)]  # a token mask arrives as (1, N) key validity
+  with pytest.raises(ValueError, match="return_weights: expected False"):
+    jattn.transformer_block(params, x, attention_fn=doubled,
+                            return_weights=True)
+
+
 def test_attention_mask_is_passed_through():
   # A rank-3 mask goes straight to attention: outputs are not zeroed.
   params, x = _params(11), _inputs(12)

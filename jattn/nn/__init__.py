@@ -39,6 +39,13 @@ from __future__ import annotations
 from jattn._compat import capture_intermediates
 from jattn.nn import linen_modules as linen
 from jattn.nn.convert import linen_variables
+from jattn.nn.efficient import LinearSelfAttention
+from jattn.nn.efficient import LinenLinearSelfAttention
+from jattn.nn.efficient import LinenLocalSelfAttention
+from jattn.nn.efficient import LinenPerformerSelfAttention
+from jattn.nn.efficient import LocalSelfAttention
+from jattn.nn.efficient import PerformerSelfAttention
+from jattn.nn.efficient import RandomFeatures
 from jattn.nn.convert import nnx_load_params
 from jattn.nn.convert import params_from_linen
 from jattn.nn.convert import params_from_nnx
@@ -59,8 +66,15 @@ __all__ = [
     "AdditiveAttention",
     "ConvLayer",
     "LearnedEncoding",
+    "LinearSelfAttention",
+    "LinenLinearSelfAttention",
+    "LinenLocalSelfAttention",
+    "LinenPerformerSelfAttention",
+    "LocalSelfAttention",
     "MultiHeadAttention",
+    "PerformerSelfAttention",
     "RNNLayer",
+    "RandomFeatures",
     "SelfAttention",
     "SinusoidalEncoding",
     "TransformerBlock",

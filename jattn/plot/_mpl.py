@@ -1,0 +1,44 @@
+"""matplotlib, imported only when a plot is drawn (it is an optional extra)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+INSTALL_HINT = ("jattn.plot needs matplotlib, an optional extra of jattn: "
+                "pip install 'jattn[plot]' (or pip install matplotlib)")
+
+
+def _headless() -> bool:
+  """No display to open windows on, and no backend chosen by the user or a
+  notebook (Jupyter and Colab set MPLBACKEND or load ipykernel)."""
+  if os.environ.get("MPLBACKEND") or "ipykernel" in sys.modules:
+    return False
+  if sys.platform in ("darwin", "win32"):
+    return False
+  return not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def pyplot(*, force_agg: bool = False):
+  """matplotlib.pyplot, with the Agg backend when there is no display (or
+  when `force_agg`, for writing files only).
+
+  Raises:
+    ImportError: matplotlib is not installed; the message names the extra.
+  """
+  try:
+    import matplotlib  # noqa: PLC0415
+  except ImportError as e:
+    raise ImportError(INSTALL_HINT) from e
+  if force_agg or _headless():
+    matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+  return plt
+
+
+def save(fig, path) -> str:
+  """Writes `fig` to `path` (PNG by its suffix), closes it, returns the path."""
+  path = os.fspath(path)
+  fig.savefig(path, dpi=120)
+  pyplot().close(fig)
+  return path

@@ -1,0 +1,118 @@
+"""The figures of experiments/complexity.py, drawn from its results.
+
+`experiments/complexity.py` writes OUT/complexity.json with (among others):
+
+  device, grid {"d_fixed", "d_time", ...}
+  flops        {layer: {"by_n": [[n, XLA FLOPs, closed-form FLOPs], ...]}}
+  time         {layer: {"samples": [{"n", "forward", "forward_backward"}]}}
+               (seconds per call)
+  path_length  {"self-attention": {n: length}, "rnn": {n: steps},
+                "cnn": {k: {n: length}}, "dilated cnn": {k: {n: length}}}
+
+JSON turns the integer keys of path_length into strings; these functions
+accept both. `write_complexity_plots` writes flops_vs_n.png, time_vs_n.png
+and path_length_vs_n.png.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from collections.abc import Mapping
+
+from jattn.plot import _mpl
+
+COMPLEXITY_FILE = "complexity.json"
+
+
+def load_results(path) -> dict:
+  """The results dict of a complexity.json (or of the folder holding it)."""
+  path = pathlib.Path(os.fspath(path))
+  if path.is_dir():
+    path = path / COMPLEXITY_FILE
+  return json.loads(path.read_text())
+
+
+def _by_int(mapping: Mapping) -> dict:
+  """{int(key): value}, sorted by key."""
+  return dict(sorted((int(k), v) for k, v in mapping.items()))
+
+
+def plot_flops_vs_n(results: Mapping):
+  """XLA FLOPs per layer against n (log-log), closed forms dotted."""
+  plt = _mpl.pyplot()
+  fig, ax = plt.subplots(figsize=(5.5, 4))
+  for name, row in results["flops"].items():
+    ns, measured, closed = zip(*row["by_n"])
+    ax.loglog(ns, measured, "o-", label=f"{name} (XLA)")
+    ax.loglog(ns, closed, "k:", lw=1)
+  ax.set(xlabel="n (tokens)", ylabel="FLOPs per layer",
+         title=f"FLOPs vs n, d={results['grid']['d_fixed']} "
+               "(dotted: closed form)")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  return fig
+
+
+def plot_time_vs_n(results: Mapping):
+  """Forward and forward+backward milliseconds per call against n."""
+  plt = _mpl.pyplot()
+  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+  for key, ax in zip(("forward", "forward_backward"), axes):
+    for name, row in results["time"].items():
+      samples = row["samples"]
+      ax.loglog([s["n"] for s in samples], [s[key] * 1e3 for s in samples],
+                "o-", label=name)
+    ax.set(xlabel="n (tokens)", ylabel="ms per call",
+           title=f"{key.replace('_', '+')} time, d={results['grid']['d_time']}"
+                 f"\n{results.get('device', '')}")
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  return fig
+
+
+def plot_path_length_vs_n(results: Mapping):
+  """Maximum path length (layers, or recurrence steps) against n."""
+  plt = _mpl.pyplot()
+  path = results["path_length"]
+  rnn = _by_int(path["rnn"])
+  attention = _by_int(path["self-attention"])
+  ns = list(rnn)
+  fig, ax = plt.subplots(figsize=(5.5, 4))
+  for k, by_n in _by_int(path["cnn"]).items():
+    by_n = _by_int(by_n)
+    ax.plot(ns, [by_n[n] for n in ns], "s-", label=f"cnn k={k}")
+  for k, by_n in _by_int(path["dilated cnn"]).items():
+    by_n = _by_int(by_n)
+    ax.plot(ns, [by_n[n] for n in ns], "^--", label=f"dilated cnn k={k}")
+  ax.plot(ns, [attention[n] for n in ns], "D-", label="self-attention")
+  # Last and dashed: it coincides with the k = 3 CNN (n - 1).
+  ax.plot(ns, [rnn[n] for n in ns], "k--", lw=2.5,
+          label="rnn (recurrence steps)")
+  ax.set(xscale="log", yscale="log", xlabel="n (tokens)",
+         ylabel="maximum path length (layers / steps)",
+         title="Maximum path length vs n")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  return fig
+
+
+def write_complexity_plots(results, out) -> list[str]:
+  """Writes OUT/flops_vs_n.png, time_vs_n.png and path_length_vs_n.png.
+
+  Args:
+    results: the results dict, or a path to complexity.json or its folder.
+    out: the output folder (created if missing).
+
+  Returns:
+    The paths written.
+  """
+  if not isinstance(results, Mapping):
+    results = load_results(results)
+  out = pathlib.Path(os.fspath(out))
+  out.mkdir(parents=True, exist_ok=True)
+  return [_mpl.save(draw(results), out / name) for name, draw in (
+      ("flops_vs_n.png", plot_flops_vs_n),
+      ("time_vs_n.png", plot_time_vs_n),
+      ("path_length_vs_n.png", plot_path_length_vs_n))]

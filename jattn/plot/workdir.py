@@ -1,0 +1,76 @@
+"""Every plot a run's folder allows, written as PNGs (`python -m jattn.plot`).
+
+  WORKDIR/metrics.jsonl       -> training_curves.png
+  WORKDIR/checkpoints/ + the run's config (model kind "attention")
+                              -> attention_heads.png (every layer and head)
+                                 and attention_copy_head.png (the head with
+                                 the highest copy score)
+  WORKDIR/complexity.json     -> flops_vs_n.png, time_vs_n.png,
+                                 path_length_vs_n.png
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+from jattn import checkpoint as checkpoint_lib
+from jattn import metrics as metrics_lib
+from jattn.plot import _mpl
+from jattn.plot import complexity
+from jattn.plot import curves
+from jattn.plot import heatmaps
+
+
+def write_plots(workdir, *, out=None, config=None, seed: int = 0,
+                say=print) -> list[str]:
+  """Writes the PNGs of the module docstring; returns their paths.
+
+  Args:
+    workdir: a training run's folder, or a folder with complexity.json.
+    out: where to write (default: `workdir`, next to the metrics).
+    config: the run's config (sections task and model), needed for the
+      attention heatmaps; without it they are skipped.
+    seed: the copy-task example of the heatmaps.
+    say: where notes on skipped plots go.
+
+  Raises:
+    FileNotFoundError: `workdir` holds nothing to plot.
+  """
+  workdir = pathlib.Path(os.fspath(workdir))
+  out = workdir if out is None else pathlib.Path(os.fspath(out))
+  has_metrics = (workdir / metrics_lib.METRICS_FILE).is_file()
+  has_checkpoints = checkpoint_lib.checkpoint_dir(workdir).is_dir()
+  has_complexity = (workdir / complexity.COMPLEXITY_FILE).is_file()
+  if not (has_metrics or has_checkpoints or has_complexity):
+    raise FileNotFoundError(
+        f"workdir: expected a folder with {metrics_lib.METRICS_FILE}, "
+        f"{checkpoint_lib.CHECKPOINT_DIR}/ or {complexity.COMPLEXITY_FILE}, "
+        f"got {os.fspath(workdir)!r}")
+  out.mkdir(parents=True, exist_ok=True)
+  written = []
+  if has_metrics:
+    written.append(_mpl.save(
+        curves.plot_training_curves(workdir, title=workdir.name),
+        out / "training_curves.png"))
+  if has_checkpoints and config is None:
+    say("jattn.plot: no config given: skipping the attention heatmaps "
+        "(pass the run's --config)")
+  elif has_checkpoints and config.model.kind != "attention":
+    say(f"jattn.plot: model kind {config.model.kind!r} has no attention "
+        "weights: skipping the heatmaps")
+  elif has_checkpoints:
+    params, step = checkpoint_lib.load_params(workdir)
+    found = heatmaps.copy_attention(params, config, seed=seed)
+    pairs = (found["queries"], found["keys"])
+    grid = heatmaps.plot_attention_grid(
+        found["weights"], pairs=pairs, copy_score=found["copy_score"],
+        title=f"{workdir.name}, step {step}: attention weights (red "
+              "circles: expected copy source)")
+    written.append(_mpl.save(grid, out / "attention_heads.png"))
+    written.append(_mpl.save(
+        heatmaps.plot_copy_attention(params, config, found=found),
+        out / "attention_copy_head.png"))
+  if has_complexity:
+    written += complexity.write_complexity_plots(workdir, out)
+  return written
