@@ -2,6 +2,9 @@
 
     python experiments/bench_attention.py --json experiments/attention/results.json
     python experiments/bench_attention.py --quick          # CI smoke, < 1 min
+    python experiments/bench_attention.py --variants \
+        --json experiments/attention/variants.json \
+        --md experiments/attention/variants.md   # sub-quadratic variants
 
 For B=4, H=8, K=64 and L = M in 256..8192 (float32 on CPU, bfloat16 on
 GPU/TPU) it times, side by side and interleaved (round-robin, best of the
@@ -477,6 +480,182 @@ def tables(results) -> str:
   return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------
+# --variants: sub-quadratic attention against dense and blockwise.
+
+VARIANT_IMPLS = ("dense", "blockwise", "local", "linear", "linear-causal",
+                 "performer")
+VARIANT_WINDOW = 256
+VARIANT_FEATURES = 256
+# Growth of the time per call in L, to predict whether the next length fits
+# the per-call cap (the quadratic ones need 4x per doubling).
+_GROWTH = {"dense": 2.0, "blockwise": 2.0}
+
+
+def variant_fn(name: str, K: int):
+  """(q, k, v) of shape (B, L, H, K) -> (B, L, H, K) for a variant."""
+  if name in ("dense", "blockwise"):
+    one = functools.partial(jattn.dot_product_attention, implementation=name)
+  elif name == "local":
+    one = functools.partial(jattn.local_attention, window=VARIANT_WINDOW)
+  elif name in ("linear", "linear-causal"):
+    one = functools.partial(jattn.linear_attention,
+                            is_causal=name == "linear-causal")
+  elif name == "performer":
+    from jattn import performer  # pylint: disable=g-import-not-at-top
+    projection = performer.random_features(jax.random.key(0),
+                                           VARIANT_FEATURES, K)
+    one = functools.partial(jattn.performer_attention, projection=projection)
+  else:
+    raise ValueError(f"unknown variant {name!r}")
+  return jax.vmap(one)
+
+
+def variant_benchmark_fn(name: str, mode: str, K: int):
+  attend = variant_fn(name, K)
+  if mode == "fwd":
+    return lambda q, k, v, w: attend(q, k, v)
+
+  def loss(q, k, v, w):
+    return jnp.vdot(attend(q, k, v).astype(jnp.float32), w.astype(jnp.float32))
+  return jax.grad(loss, argnums=(0, 1, 2))
+
+
+def run_variants(lengths, *, B, H, K, dtype, rounds, cap_s, memory_limit,
+                 log=print):
+  """Times every variant at every L; skips what would exceed the memory
+  limit or (predicted from the previous L) `cap_s` seconds per call."""
+  rows, last = [], {}
+  for L in lengths:
+    args = inputs(B, L, H, K, dtype)
+    entries, info = {}, {}
+    for name in VARIANT_IMPLS:
+      for mode in ("fwd", "fwdbwd"):
+        key = f"{name}|{mode}"
+        if key in last:
+          prev_L, prev_s = last[key]
+          predicted = prev_s * (L / prev_L) ** _GROWTH.get(name, 1.0)
+          if predicted > cap_s:
+            info[key] = {"skipped": f"predicted {predicted:.0f} s per call "
+                                    f"> cap {cap_s:.0f} s"}
+            continue
+        elif any(r["impl"] == name and r["mode"] == mode and "skipped" in r
+                 for r in rows):
+          info[key] = {"skipped": "skipped at a shorter L"}
+          continue
+        try:
+          compiled, memory = compile_fn(variant_benchmark_fn(name, mode, K),
+                                        args)
+        except Exception as err:  # pylint: disable=broad-except
+          info[key] = {"skipped": f"{type(err).__name__}: {str(err)[:120]}"}
+          continue
+        info[key] = {"compiled_memory": memory}
+        if needed_bytes(memory) > memory_limit:
+          info[key]["skipped"] = (
+              f"compiled buffers need {needed_bytes(memory) / GiB:.1f} GiB > "
+              f"limit {memory_limit / GiB:.1f} GiB")
+          continue
+        entries[key] = (compiled, args)
+    best = time_interleaved(entries, rounds, budget_s=3 * cap_s) if entries \
+        else {}
+    for key, extra in info.items():
+      name, mode = key.split("|")
+      row = {"L": L, "impl": name, "mode": mode, **extra}
+      if key in best:
+        row["seconds"] = best[key]
+        last[key] = (L, best[key])
+      else:
+        last.pop(key, None)
+      rows.append(row)
+    log(f"  L={L}: " + ", ".join(f"{k}={v:.3g}s" for k, v in
+                                 sorted(best.items())))
+  return rows
+
+
+def variants_tables(results) -> str:
+  rows, device = results["speed"], results["device"]
+  by = {(r["L"], r["impl"], r["mode"]): r for r in rows}
+  lengths = sorted({r["L"] for r in rows})
+  names = list(VARIANT_IMPLS)
+  head = "| L | mode | " + " | ".join(names) + " |"
+  sep = "|" + "---|" * (len(names) + 2)
+  lines = [
+      f"Device: {device}; jax {results['jax']}; dtype {results['dtype']}; "
+      f"B={results['B']} H={results['H']} K={results['K']}; local window "
+      f"{results['window']} (|j - i| < w), Performer {results['features']} "
+      f"random features; load average at start "
+      f"{results['load_average'][0]:.1f} (shared machine: times are upper "
+      "bounds).", "",
+      f"Time in seconds (best of interleaved rounds), {device}:", "", head,
+      sep]
+  for L in lengths:
+    for mode in ("fwd", "fwdbwd"):
+      cells = []
+      for n in names:
+        r = by.get((L, n, mode), {})
+        cells.append(_fmt(r["seconds"]) if "seconds" in r else
+                     "skip" if "skipped" in r else "-")
+      lines.append(f"| {L} | {mode} | " + " | ".join(cells) + " |")
+  lines += ["", f"Compiled temporary memory, MiB, {device}:", "", head, sep]
+  for L in lengths:
+    for mode in ("fwd", "fwdbwd"):
+      cells = []
+      for n in names:
+        r = by.get((L, n, mode), {})
+        temp = (r.get("compiled_memory") or {}).get("temp")
+        cells.append("-" if temp is None else format(temp / 2**20, ".1f"))
+      lines.append(f"| {L} | {mode} | " + " | ".join(cells) + " |")
+  skipped = sorted({(r["impl"], r["mode"], r["L"], r["skipped"])
+                    for r in rows if "skipped" in r})
+  if skipped:
+    lines += ["", "Not timed:", ""]
+    lines += [f"- {impl} {mode} at L={L}: {why}"
+              for impl, mode, L, why in skipped]
+  return "\n".join(lines)
+
+
+def main_variants(args) -> int:
+  B, H, K = 1, 8, 64
+  dtype = jnp.bfloat16 if accelerator() else jnp.float32
+  lengths = ([int(x) for x in args.lengths.split(",")] if args.lengths else
+             [512, 1024] if args.quick else
+             [1024 * 2 ** i for i in range(7)])      # 1k .. 64k
+  memory_limit = memory_limit_bytes()
+  device = device_description()
+  log = lambda msg: print(msg, flush=True)
+  log(f"variants: {device}; jax {jax.__version__}; memory limit "
+      f"{memory_limit / GiB:.1f} GiB")
+  start = time.perf_counter()
+  results = {"device": device, "jax": jax.__version__,
+             "dtype": str(jnp.dtype(dtype)), "B": B, "H": H, "K": K,
+             "window": VARIANT_WINDOW, "features": VARIANT_FEATURES,
+             "implementations": list(VARIANT_IMPLS),
+             "memory_limit": memory_limit, "quick": args.quick,
+             "load_average": os.getloadavg()}
+  results["speed"] = run_variants(
+      lengths, B=B, H=H, K=K, dtype=dtype,
+      rounds=args.rounds or (1 if args.quick else 3),
+      cap_s=5.0 if args.quick else args.variants_cap, memory_limit=memory_limit,
+      log=log)
+  results["seconds"] = time.perf_counter() - start
+  results["load_average_end"] = os.getloadavg()
+  text = variants_tables(results)
+  results["table"] = text
+  print()
+  print(text)
+  if args.json:
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+      json.dump(results, f, indent=1, default=str)
+  if args.md:
+    with open(args.md, "w") as f:
+      f.write("# Sub-quadratic attention against dense and blockwise\n\n"
+              "Produced by `python experiments/bench_attention.py --variants "
+              f"--json {args.json or 'FILE'} --md {args.md}` in "
+              f"{results['seconds']:.0f} s.\n\n" + text + "\n")
+  return 0
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true",
@@ -494,6 +673,14 @@ def main(argv=None) -> int:
   parser.add_argument("--one-core", action="store_true",
                       help="pin this process and its subprocesses to one core")
   parser.add_argument("--report", help="print the tables of a --json file")
+  parser.add_argument("--variants", action="store_true",
+                      help="local (w=256), linear and Performer attention "
+                      "against dense and blockwise, B=1 H=8 K=64, L = 1k to "
+                      "64k (with --json and --md)")
+  parser.add_argument("--md", help="--variants: write the tables here")
+  parser.add_argument("--variants-cap", type=float, default=30.0,
+                      help="--variants: skip configurations predicted to "
+                      "take longer than this per call (s)")
   parser.add_argument("--worker", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.report:
@@ -505,6 +692,8 @@ def main(argv=None) -> int:
   if args.worker:
     print(json.dumps(worker(json.loads(args.worker))))
     return 0
+  if args.variants:
+    return main_variants(args)
 
   B, H, K = 4, 8, 64
   dtype = jnp.bfloat16 if accelerator() else jnp.float32
