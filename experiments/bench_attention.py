@@ -47,7 +47,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 # Run from a checkout: import this repository's jattn, not an installed copy.
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -2,6 +2,8 @@
 
     python experiments/copy_task.py --out experiments/copy/results
     python experiments/copy_task.py --out /tmp/copy --quick          # smoke
+    python experiments/copy_task.py --out experiments/copy/results \
+        --symbols 5,10,20,40 --symbols-delay 10    # + accuracy vs symbols
 
 For every architecture of configs/copy.py and every delay, trains from the
 config with the same step and time budget (compilation included), stopping
@@ -11,6 +13,12 @@ Finished runs are read back from their metrics.jsonl, so an interrupted sweep
 resumes where it stopped. Writes OUT/copy.md, OUT/copy.json, OUT/accuracy_vs_
 delay.png and OUT/gradient_vs_position.png (gradient norm of the copy loss
 with respect to each input position, at initialisation and after training).
+
+`--symbols` adds a second sweep at one delay (`--symbols-delay`): accuracy
+against the number of symbols to copy, for `--symbols-archs`, under the same
+budget (OUT/accuracy_vs_symbols.png and a second table). Fixed-size-state
+models (recurrent, linear and Performer attention) must hold every symbol in
+their state until it is copied; the table shows where each stops coping.
 """
 
 from __future__ import annotations
@@ -44,10 +52,13 @@ def load_config_module():
   return module
 
 
-def run_config(arch: str, delay: int, seed: int, args):
+def run_config(arch: str, delay: int, seed: int, args,
+               num_symbols: int | None = None):
   config = load_config_module().get_config(arch)
   with config.unlocked():
     config.task.delay = delay
+    if num_symbols is not None:
+      config.task.num_symbols = num_symbols
     config.train.seed = seed
     config.train.num_steps = args.max_steps
     config.train.time_budget_s = float(args.budget_s)
@@ -58,8 +69,17 @@ def run_config(arch: str, delay: int, seed: int, args):
   return config
 
 
-def run_one(arch, delay, seed, args, out: pathlib.Path) -> dict:
-  workdir = out / "runs" / f"{arch}-delay{delay}-seed{seed}"
+def run_dir(out: pathlib.Path, arch, delay, seed, num_symbols=None):
+  """runs/ARCH-delayD-seedS (the config's number of symbols) or
+  runs/ARCH-delayD-symN-seedS."""
+  default = load_config_module().get_config(arch).task.num_symbols
+  sym = "" if num_symbols in (None, default) else f"-sym{num_symbols}"
+  return out / "runs" / f"{arch}-delay{delay}{sym}-seed{seed}"
+
+
+def run_one(arch, delay, seed, args, out: pathlib.Path,
+            num_symbols=None) -> dict:
+  workdir = run_dir(out, arch, delay, seed, num_symbols)
   previous = [r for r in (metrics_lib.read_metrics(workdir)
                           if (workdir / "metrics.jsonl").exists() else [])
               if r.get("final")]
@@ -67,10 +87,13 @@ def run_one(arch, delay, seed, args, out: pathlib.Path) -> dict:
     print(f"{workdir.name}: done before, reading its metrics", flush=True)
     final = previous[-1]
   else:
-    final = train.train_and_evaluate(run_config(arch, delay, seed, args),
-                                     workdir)
+    final = train.train_and_evaluate(
+        run_config(arch, delay, seed, args, num_symbols), workdir)
   solved = final["stopped"] == "stop_at_accuracy"
+  if num_symbols is None:
+    num_symbols = load_config_module().get_config(arch).task.num_symbols
   row = {"arch": arch, "delay": delay, "seed": seed,
+         "num_symbols": num_symbols,
          "eval_accuracy": final["eval_accuracy"],
          "eval_loss": final["eval_loss"],
          "baseline_loss": final["baseline_loss"], "steps": final["steps"],
@@ -127,10 +150,10 @@ def gradient_study(archs, delay, args, out: pathlib.Path) -> dict:
   return study
 
 
-def summarise(rows):
+def summarise(rows, key="delay"):
   table = {}
   for row in rows:
-    table.setdefault(row["arch"], {}).setdefault(row["delay"], []).append(row)
+    table.setdefault(row["arch"], {}).setdefault(row[key], []).append(row)
   summary = {}
   for arch, by_delay in table.items():
     for delay, runs in sorted(by_delay.items()):
@@ -184,7 +207,39 @@ def write_markdown(out, results):
   lines += ["", "Memoryless baseline cross-entropy 10 ln 8 / (delay + 20): " +
             ", ".join(f"delay {d}: {10 * math.log(8) / (d + 20):.4f}"
                       for d in delays), ""]
+  if results.get("symbols"):
+    lines += symbols_markdown(results)
   (out / "copy.md").write_text("\n".join(lines) + "\n")
+
+
+def symbols_markdown(results) -> list[str]:
+  """The table of the accuracy-vs-symbols sweep."""
+  sweep = results["symbols"]
+  counts, s = sweep["num_symbols"], sweep["summary"]
+  lines = [
+      f"## Accuracy vs number of symbols (delay {sweep['delay']})", "",
+      "Same budget and stopping rule; sequences have delay + 2 S tokens. "
+      "Cells: mean final accuracy (runs solved) / median steps to solve / "
+      "median seconds to solve.", "",
+      "| architecture (params) | " + " | ".join(f"S = {n}" for n in counts)
+      + " |", "|---|" + "---|" * len(counts)]
+  for arch in sweep["archs"]:
+    cells = []
+    for n in counts:
+      c = s.get(arch, {}).get(n)
+      if c is None:
+        cells.append("not run")
+        continue
+      steps = ("-" if c["steps_to_solve"] is None
+               else f"{c['steps_to_solve']:.0f}")
+      secs = ("-" if c["seconds_to_solve"] is None
+              else f"{c['seconds_to_solve']:.0f} s")
+      cells.append(f"{100 * c['accuracy_mean']:.1f}% ({c['solved']}) / "
+                   f"{steps} / {secs}")
+    params = next(iter(s.get(arch, {}).values()), {}).get("num_params", "?")
+    lines.append(f"| {arch} ({params}) | " + " | ".join(cells) + " |")
+  lines += ["", "Chance is 1/8 = 12.5% (alphabet of 8 symbols).", ""]
+  return lines
 
 
 def write_plots(out, results):
@@ -209,6 +264,23 @@ def write_plots(out, results):
   fig.tight_layout()
   fig.savefig(out / "accuracy_vs_delay.png", dpi=120)
   written.append("accuracy_vs_delay.png")
+  if results.get("symbols"):
+    sweep = results["symbols"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for arch in sweep["archs"]:
+      by_n = sweep["summary"].get(arch, {})
+      ns = sorted(by_n)
+      ax.plot(ns, [100 * by_n[n]["accuracy_mean"] for n in ns], "o-",
+              label=arch)
+    ax.axhline(100 / 8, color="grey", ls=":", lw=1, label="chance (1/8)")
+    ax.set(xscale="log", xlabel="symbols to copy S",
+           ylabel="held-out copy accuracy (%)",
+           title=f"Copy task, delay {sweep['delay']}, fixed budget\n"
+                 f"{results['device']}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "accuracy_vs_symbols.png", dpi=120)
+    written.append("accuracy_vs_symbols.png")
   if results.get("gradients"):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for key, ax in zip(("init", "trained"), axes):
@@ -235,6 +307,12 @@ def main(argv=None) -> int:
   parser.add_argument("--max-steps", type=int, default=3000)
   parser.add_argument("--budget-s", type=float, default=120.0)
   parser.add_argument("--gradient-delay", type=int, default=50)
+  parser.add_argument("--symbols", default="",
+                      help="comma-separated numbers of symbols to copy: a "
+                      "second sweep at --symbols-delay")
+  parser.add_argument("--symbols-delay", type=int, default=10)
+  parser.add_argument("--symbols-archs",
+                      default="attention,local,linear,performer,gru,lstm")
   parser.add_argument("--quick", action="store_true",
                       help="two tiny runs for a CI smoke test")
   args = parser.parse_args(argv)
@@ -257,6 +335,14 @@ def main(argv=None) -> int:
     results["gradient_delay"] = args.gradient_delay
     results["gradients"] = gradient_study(archs, args.gradient_delay, args,
                                           out)
+  if args.symbols:
+    counts = [int(n) for n in args.symbols.split(",")]
+    sym_archs = args.symbols_archs.split(",")
+    sym_rows = [run_one(a, args.symbols_delay, s, args, out, num_symbols=n)
+                for n in counts for a in sym_archs for s in seeds]
+    results["symbols"] = {"delay": args.symbols_delay, "num_symbols": counts,
+                          "archs": sym_archs, "rows": sym_rows,
+                          "summary": summarise(sym_rows, key="num_symbols")}
   results["seconds"] = time.perf_counter() - start
   results["plots"] = write_plots(out, results)
   write_markdown(out, results)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import os
 import pathlib
 import platform
@@ -75,7 +74,6 @@ def _config(batch: int, seq_len: int, mesh: dict):
 def worker(p: int, quick: bool, steps: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
 
   from jattn import models  # pylint: disable=g-import-not-at-top
   from jattn import parallel  # pylint: disable=g-import-not-at-top
