@@ -3,6 +3,10 @@
 import importlib.util
 import pathlib
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -31,3 +35,26 @@ def get_config(arg=None, *, num_data_devices=1):
   if num_data_devices != -1:
     config.mesh.data = num_data_devices
   return config
+
+
+def norm_rel_error(actual, expected):
+  """||actual - expected|| / ||expected|| (Frobenius norms, in float64)."""
+  actual, expected = np.asarray(actual, np.float64), np.asarray(expected)
+  return np.linalg.norm(actual - expected) / max(np.linalg.norm(expected),
+                                                 1e-30)
+
+
+def random_qkv(seed, L, M, H, G, K, dtype=np.float32, std=1.0):
+  """NumPy q (L, H, K), k (M, G, K), v (M, G, K), normal with `std`."""
+  rng = np.random.default_rng(seed)
+  return tuple((std * rng.normal(size=shape)).astype(dtype)
+               for shape in ((L, H, K), (M, G, K), (M, G, K)))
+
+
+def random_params(init_fn, seed=0, scale=0.3):
+  """Params with the shapes of `init_fn(key)`, filled from NumPy (eager
+  jax.random initialisers compile every op: seconds per test)."""
+  rng = np.random.default_rng(seed)
+  shapes = jax.eval_shape(init_fn, jax.random.key(0))
+  return jax.tree.map(
+      lambda s: jnp.asarray(scale * rng.normal(size=s.shape), s.dtype), shapes)

@@ -10,6 +10,9 @@ from jax.test_util import check_grads
 
 import jattn
 from jattn import linear as linear_lib
+from tests.helpers import norm_rel_error as rel_error
+from tests.helpers import random_params
+from tests.helpers import random_qkv as _qkv
 
 
 def phi(x):
@@ -43,26 +46,6 @@ def linear_oracle(q, k, v, *, causal=False, key_keep=None,
       if den > 0:
         out[i, h] = num / den
   return out
-
-
-def rel_error(actual, expected):
-  actual, expected = np.asarray(actual, np.float64), np.asarray(expected)
-  return np.linalg.norm(actual - expected) / max(np.linalg.norm(expected),
-                                                 1e-30)
-
-
-def random_params(init_fn, seed=0, scale=0.3):
-  rng = np.random.default_rng(seed)
-  shapes = jax.eval_shape(init_fn, jax.random.key(0))
-  return jax.tree.map(
-      lambda s: jnp.asarray(scale * rng.normal(size=s.shape), s.dtype), shapes)
-
-
-def _qkv(seed, L, M, H, G, K, dtype=np.float32):
-  rng = np.random.default_rng(seed)
-  return (rng.normal(size=(L, H, K)).astype(dtype),
-          rng.normal(size=(M, G, K)).astype(dtype),
-          rng.normal(size=(M, G, K)).astype(dtype))
 
 
 class LinearAttentionTest(chex.TestCase, parameterized.TestCase):

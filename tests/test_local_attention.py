@@ -12,6 +12,9 @@ from jax.test_util import check_grads
 import jattn
 from jattn import local as local_lib
 from jattn import models
+from tests.helpers import norm_rel_error as rel_error
+from tests.helpers import random_params
+from tests.helpers import random_qkv as _qkv
 
 
 def local_oracle(q, k, v, left, right, *, causal=False, key_valid_len=None,
@@ -40,28 +43,6 @@ def local_oracle(q, k, v, left, right, *, causal=False, key_valid_len=None,
       weights /= weights.sum()
       out[i, h] = sum(w * v[j, g] for w, j in zip(weights, keys))
   return out
-
-
-def rel_error(actual, expected):
-  actual, expected = np.asarray(actual, np.float64), np.asarray(expected)
-  return np.linalg.norm(actual - expected) / max(np.linalg.norm(expected),
-                                                 1e-30)
-
-
-def random_params(init_fn, seed=0, scale=0.3):
-  """Params with the shapes of `init_fn(key)`, filled from NumPy (eager
-  jax.random initialisers compile every op: seconds per test)."""
-  rng = np.random.default_rng(seed)
-  shapes = jax.eval_shape(init_fn, jax.random.key(0))
-  return jax.tree.map(
-      lambda s: jnp.asarray(scale * rng.normal(size=s.shape), s.dtype), shapes)
-
-
-def _qkv(seed, L, M, H, G, K, dtype=np.float32):
-  rng = np.random.default_rng(seed)
-  return (rng.normal(size=(L, H, K)).astype(dtype),
-          rng.normal(size=(M, G, K)).astype(dtype),
-          rng.normal(size=(M, G, K)).astype(dtype))
 
 
 class LocalAttentionTest(chex.TestCase, parameterized.TestCase):

@@ -11,6 +11,8 @@ from jax.test_util import check_grads
 
 import jattn
 from jattn import performer
+from tests.helpers import norm_rel_error as rel_error
+from tests.helpers import random_qkv as _qkv
 
 
 def favor_oracle(q, k, v, projection, *, scale=None, causal=False,
@@ -55,18 +57,6 @@ def softmax_oracle(q, k, v):
     e = np.exp(s - s.max(axis=1, keepdims=True))
     out[:, h] = (e / e.sum(axis=1, keepdims=True)) @ v[:, g]
   return out
-
-
-def rel_error(actual, expected):
-  actual, expected = np.asarray(actual, np.float64), np.asarray(expected)
-  return np.linalg.norm(actual - expected) / max(np.linalg.norm(expected),
-                                                 1e-30)
-
-
-def _qkv(seed, L, M, H, G, K, dtype=np.float32, std=1.0):
-  rng = np.random.default_rng(seed)
-  return tuple((std * rng.normal(size=shape)).astype(dtype)
-               for shape in ((L, H, K), (M, G, K), (M, G, K)))
 
 
 class RandomFeaturesTest(parameterized.TestCase):
