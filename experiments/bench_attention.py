@@ -2,9 +2,9 @@
 
     python experiments/bench_attention.py --json experiments/attention/results.json
     python experiments/bench_attention.py --quick          # CI smoke, < 1 min
-    python experiments/bench_attention.py --variants \
-        --json experiments/attention/variants.json \
-        --md experiments/attention/variants.md   # sub-quadratic variants
+    python experiments/bench_attention.py --subquadratic \
+        --json experiments/attention/subquadratic.json \
+        --md experiments/attention/subquadratic.md   # sub-quadratic family
 
 For B=4, H=8, K=64 and L = M in 256..8192 (float32 on CPU, bfloat16 on
 GPU/TPU) it times, side by side and interleaved (round-robin, best of the
@@ -39,7 +39,6 @@ import functools
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import threading
@@ -54,6 +53,7 @@ if os.path.isdir(os.path.join(_ROOT, "jattn")) and _ROOT not in sys.path[:1]:
   sys.path.insert(0, _ROOT)
 
 import jattn  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jattn import analysis  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 GiB = 1024 ** 3
 MATMUL_N = 2048
@@ -282,20 +282,6 @@ def run_worker(spec: dict, timeout_s: float, memory_limit: int) -> dict:
 # The benchmark.
 
 
-def device_description() -> str:
-  device = jax.devices()[0]
-  if device.platform == "cpu":
-    model = platform.processor() or "cpu"
-    try:
-      with open("/proc/cpuinfo") as f:
-        model = next(l.split(":", 1)[1].strip() for l in f
-                     if l.startswith("model name"))
-    except (OSError, StopIteration):
-      pass
-    return f"CPU: {model}, {os.cpu_count()} cores"
-  return f"{device.platform.upper()}: {device.device_kind}"
-
-
 def memory_limit_bytes(fraction: float = 0.8) -> int:
   """A fraction of the memory available now (other jobs share the machine)."""
   try:
@@ -314,7 +300,7 @@ def run_speed(lengths, *, B, H, K, dtype, rounds, budget_s, memory_limit,
   for L in lengths:
     args = inputs(B, L, H, K, dtype)
     entries, info = {}, {}
-    auto = jattn.attention.choose_implementation(L, L, causal=causal)
+    auto = jattn.attention.choose_implementation(L, L, is_causal=causal)
     for name in names:
       for mode in ("fwd", "fwdbwd"):
         key = f"{name}|{mode}"
@@ -480,38 +466,38 @@ def tables(results) -> str:
 
 
 # ---------------------------------------------------------------------------
-# --variants: sub-quadratic attention against dense and blockwise.
+# --subquadratic: sub-quadratic attention against dense and blockwise.
 
-VARIANT_IMPLS = ("dense", "blockwise", "local", "linear", "linear-causal",
+SUBQUADRATIC_IMPLS = ("dense", "blockwise", "local", "linear", "linear-causal",
                  "performer")
-VARIANT_WINDOW = 256
-VARIANT_FEATURES = 256
+SUBQUADRATIC_WINDOW = 256
+SUBQUADRATIC_FEATURES = 256
 # Growth of the time per call in L, to predict whether the next length fits
 # the per-call cap (the quadratic ones need 4x per doubling).
 _GROWTH = {"dense": 2.0, "blockwise": 2.0}
 
 
-def variant_fn(name: str, K: int):
-  """(q, k, v) of shape (B, L, H, K) -> (B, L, H, K) for a variant."""
+def subquadratic_fn(name: str, K: int):
+  """(q, k, v) of shape (B, L, H, K) -> (B, L, H, K) for a sub-quadratic core."""
   if name in ("dense", "blockwise"):
     one = functools.partial(jattn.dot_product_attention, implementation=name)
   elif name == "local":
-    one = functools.partial(jattn.local_attention, window=VARIANT_WINDOW)
+    one = functools.partial(jattn.local_attention, window=SUBQUADRATIC_WINDOW)
   elif name in ("linear", "linear-causal"):
     one = functools.partial(jattn.linear_attention,
                             is_causal=name == "linear-causal")
   elif name == "performer":
-    from jattn import performer  # pylint: disable=g-import-not-at-top
+    from jattn.attention import performer  # pylint: disable=g-import-not-at-top
     projection = performer.random_features(jax.random.key(0),
-                                           VARIANT_FEATURES, K)
+                                           SUBQUADRATIC_FEATURES, K)
     one = functools.partial(jattn.performer_attention, projection=projection)
   else:
-    raise ValueError(f"unknown variant {name!r}")
+    raise ValueError(f"unknown subquadratic core {name!r}")
   return jax.vmap(one)
 
 
-def variant_benchmark_fn(name: str, mode: str, K: int):
-  attend = variant_fn(name, K)
+def subquadratic_benchmark_fn(name: str, mode: str, K: int):
+  attend = subquadratic_fn(name, K)
   if mode == "fwd":
     return lambda q, k, v, w: attend(q, k, v)
 
@@ -520,15 +506,15 @@ def variant_benchmark_fn(name: str, mode: str, K: int):
   return jax.grad(loss, argnums=(0, 1, 2))
 
 
-def run_variants(lengths, *, B, H, K, dtype, rounds, cap_s, memory_limit,
+def run_subquadratic(lengths, *, B, H, K, dtype, rounds, cap_s, memory_limit,
                  log=print):
-  """Times every variant at every L; skips what would exceed the memory
+  """Times every sub-quadratic core at every L; skips what would exceed the memory
   limit or (predicted from the previous L) `cap_s` seconds per call."""
   rows, last = [], {}
   for L in lengths:
     args = inputs(B, L, H, K, dtype)
     entries, info = {}, {}
-    for name in VARIANT_IMPLS:
+    for name in SUBQUADRATIC_IMPLS:
       for mode in ("fwd", "fwdbwd"):
         key = f"{name}|{mode}"
         if key in last:
@@ -543,7 +529,7 @@ def run_variants(lengths, *, B, H, K, dtype, rounds, cap_s, memory_limit,
           info[key] = {"skipped": "skipped at a shorter L"}
           continue
         try:
-          compiled, memory = compile_fn(variant_benchmark_fn(name, mode, K),
+          compiled, memory = compile_fn(subquadratic_benchmark_fn(name, mode, K),
                                         args)
         except Exception as err:  # pylint: disable=broad-except
           info[key] = {"skipped": f"{type(err).__name__}: {str(err)[:120]}"}
@@ -571,11 +557,11 @@ def run_variants(lengths, *, B, H, K, dtype, rounds, cap_s, memory_limit,
   return rows
 
 
-def variants_tables(results) -> str:
+def subquadratic_tables(results) -> str:
   rows, device = results["speed"], results["device"]
   by = {(r["L"], r["impl"], r["mode"]): r for r in rows}
   lengths = sorted({r["L"] for r in rows})
-  names = list(VARIANT_IMPLS)
+  names = list(SUBQUADRATIC_IMPLS)
   head = "| L | mode | " + " | ".join(names) + " |"
   sep = "|" + "---|" * (len(names) + 2)
   lines = [
@@ -613,32 +599,33 @@ def variants_tables(results) -> str:
   return "\n".join(lines)
 
 
-def main_variants(args) -> int:
+def main_subquadratic(args) -> int:
   B, H, K = 1, 8, 64
   dtype = jnp.bfloat16 if accelerator() else jnp.float32
   lengths = ([int(x) for x in args.lengths.split(",")] if args.lengths else
              [512, 1024] if args.quick else
              [1024 * 2 ** i for i in range(7)])      # 1k .. 64k
   memory_limit = memory_limit_bytes()
-  device = device_description()
+  machine = analysis.describe_device()
+  device = machine["device"]
   log = lambda msg: print(msg, flush=True)
-  log(f"variants: {device}; jax {jax.__version__}; memory limit "
+  log(f"subquadratic: {device}; jax {jax.__version__}; memory limit "
       f"{memory_limit / GiB:.1f} GiB")
   start = time.perf_counter()
   results = {"device": device, "jax": jax.__version__,
              "dtype": str(jnp.dtype(dtype)), "B": B, "H": H, "K": K,
-             "window": VARIANT_WINDOW, "features": VARIANT_FEATURES,
-             "implementations": list(VARIANT_IMPLS),
+             "window": SUBQUADRATIC_WINDOW, "features": SUBQUADRATIC_FEATURES,
+             "implementations": list(SUBQUADRATIC_IMPLS),
              "memory_limit": memory_limit, "quick": args.quick,
-             "load_average": os.getloadavg()}
-  results["speed"] = run_variants(
+             "load_average": machine["load_average"]}
+  results["speed"] = run_subquadratic(
       lengths, B=B, H=H, K=K, dtype=dtype,
       rounds=args.rounds or (1 if args.quick else 3),
-      cap_s=5.0 if args.quick else args.variants_cap, memory_limit=memory_limit,
+      cap_s=5.0 if args.quick else args.subquadratic_cap, memory_limit=memory_limit,
       log=log)
   results["seconds"] = time.perf_counter() - start
-  results["load_average_end"] = os.getloadavg()
-  text = variants_tables(results)
+  results["load_average_end"] = analysis.describe_device()["load_average"]
+  text = subquadratic_tables(results)
   results["table"] = text
   print()
   print(text)
@@ -649,7 +636,7 @@ def main_variants(args) -> int:
   if args.md:
     with open(args.md, "w") as f:
       f.write("# Sub-quadratic attention against dense and blockwise\n\n"
-              "Produced by `python experiments/bench_attention.py --variants "
+              "Produced by `python experiments/bench_attention.py --subquadratic "
               f"--json {args.json or 'FILE'} --md {args.md}` in "
               f"{results['seconds']:.0f} s.\n\n" + text + "\n")
   return 0
@@ -672,13 +659,13 @@ def main(argv=None) -> int:
   parser.add_argument("--one-core", action="store_true",
                       help="pin this process and its subprocesses to one core")
   parser.add_argument("--report", help="print the tables of a --json file")
-  parser.add_argument("--variants", action="store_true",
+  parser.add_argument("--subquadratic", action="store_true",
                       help="local (w=256), linear and Performer attention "
                       "against dense and blockwise, B=1 H=8 K=64, L = 1k to "
                       "64k (with --json and --md)")
-  parser.add_argument("--md", help="--variants: write the tables here")
-  parser.add_argument("--variants-cap", type=float, default=30.0,
-                      help="--variants: skip configurations predicted to "
+  parser.add_argument("--md", help="--subquadratic: write the tables here")
+  parser.add_argument("--subquadratic-cap", type=float, default=30.0,
+                      help="--subquadratic: skip configurations predicted to "
                       "take longer than this per call (s)")
   parser.add_argument("--worker", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
@@ -691,8 +678,8 @@ def main(argv=None) -> int:
   if args.worker:
     print(json.dumps(worker(json.loads(args.worker))))
     return 0
-  if args.variants:
-    return main_variants(args)
+  if args.subquadratic:
+    return main_subquadratic(args)
 
   B, H, K = 4, 8, 64
   dtype = jnp.bfloat16 if accelerator() else jnp.float32
@@ -701,7 +688,8 @@ def main(argv=None) -> int:
              [256, 1024] if quick else [256, 512, 1024, 2048, 4096, 8192])
   rounds = args.rounds or (2 if quick else 5)
   memory_limit = memory_limit_bytes()
-  device = device_description()
+  machine = analysis.describe_device()
+  device = machine["device"]
   log = lambda msg: print(msg, flush=True)
   log(f"{device}; jax {jax.__version__}; memory limit "
       f"{memory_limit / GiB:.1f} GiB")
@@ -710,7 +698,8 @@ def main(argv=None) -> int:
   results = {"device": device, "jax": jax.__version__,
              "dtype": str(jnp.dtype(dtype)), "B": B, "H": H, "K": K,
              "causal": args.causal, "implementations": implementations(),
-             "memory_limit": memory_limit, "quick": quick}
+             "memory_limit": memory_limit, "quick": quick,
+             "load_average": machine["load_average"]}
   if not accelerator():
     results["notes"] = ["jattn-pallas is not timed on CPU: there the kernel "
                         "runs in Pallas interpret mode (a correctness tool)."]
@@ -733,6 +722,7 @@ def main(argv=None) -> int:
     results["max_length"] = max_length_search(
         names, start=start, stop=stop, timeout_s=cap,
         memory_limit=memory_limit, dtype=dtype, causal=args.causal, log=log)
+  results["load_average_end"] = analysis.describe_device()["load_average"]
   text = tables(results)
   print()
   print(text)

@@ -12,7 +12,9 @@ batches, and records final accuracy, steps-to-solve and seconds-to-solve.
 Finished runs are read back from their metrics.jsonl, so an interrupted sweep
 resumes where it stopped. Writes OUT/copy.md, OUT/copy.json, OUT/accuracy_vs_
 delay.png and OUT/gradient_vs_position.png (gradient norm of the copy loss
-with respect to each input position, at initialisation and after training).
+with respect to each input position, at initialisation and after training),
+drawn by `jattn.plot.write_copy_plots` (`python -m jattn.plot OUT` redraws
+them from OUT/copy.json).
 
 `--symbols` adds a second sweep at one delay (`--symbols-delay`): accuracy
 against the number of symbols to copy, for `--symbols-archs`, under the same
@@ -38,6 +40,7 @@ import numpy as np
 from jattn import analysis
 from jattn import metrics as metrics_lib
 from jattn import models
+from jattn import plot as jattn_plot
 from jattn import tasks
 from jattn import train
 
@@ -242,60 +245,14 @@ def symbols_markdown(results) -> list[str]:
   return lines
 
 
-def write_plots(out, results):
+def write_plots(out, results) -> list[str]:
+  """OUT/*.png drawn by `jattn.plot.write_copy_plots`; their names."""
   try:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-  except ImportError:
-    print("matplotlib missing: no plots", file=sys.stderr)
+    written = jattn_plot.write_copy_plots(results, out)
+  except ImportError as e:  # matplotlib is an optional extra
+    print(f"skipping the plots: {e}", file=sys.stderr)
     return []
-  written = []
-  fig, ax = plt.subplots(figsize=(6, 4))
-  for arch in results["archs"]:
-    by_delay = results["summary"].get(arch, {})
-    ds = sorted(by_delay)
-    ax.plot(ds, [100 * by_delay[d]["accuracy_mean"] for d in ds], "o-",
-            label=arch)
-  ax.axhline(100 / 8, color="grey", ls=":", lw=1, label="chance (1/8)")
-  ax.set(xscale="log", xlabel="delay", ylabel="held-out copy accuracy (%)",
-         title=f"Copy task under a fixed budget\n{results['device']}")
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(out / "accuracy_vs_delay.png", dpi=120)
-  written.append("accuracy_vs_delay.png")
-  if results.get("symbols"):
-    sweep = results["symbols"]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for arch in sweep["archs"]:
-      by_n = sweep["summary"].get(arch, {})
-      ns = sorted(by_n)
-      ax.plot(ns, [100 * by_n[n]["accuracy_mean"] for n in ns], "o-",
-              label=arch)
-    ax.axhline(100 / 8, color="grey", ls=":", lw=1, label="chance (1/8)")
-    ax.set(xscale="log", xlabel="symbols to copy S",
-           ylabel="held-out copy accuracy (%)",
-           title=f"Copy task, delay {sweep['delay']}, fixed budget\n"
-                 f"{results['device']}")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "accuracy_vs_symbols.png", dpi=120)
-    written.append("accuracy_vs_symbols.png")
-  if results.get("gradients"):
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for key, ax in zip(("init", "trained"), axes):
-      for arch, g in results["gradients"].items():
-        g = np.asarray(g[key])
-        ax.semilogy(np.arange(len(g)), g + 1e-30, label=arch)
-      ax.set(xlabel="input position", title=f"{key}: |d copy loss / d x_j|, "
-             f"delay {results['gradient_delay']}")
-    axes[0].set_ylabel("gradient norm")
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "gradient_vs_position.png", dpi=120)
-    written.append("gradient_vs_position.png")
-  plt.close("all")
-  return written
+  return [pathlib.Path(path).name for path in written]
 
 
 def main(argv=None) -> int:
@@ -325,9 +282,11 @@ def main(argv=None) -> int:
   delays = [int(d) for d in args.delays.split(",")]
   seeds = [int(s) for s in args.seeds.split(",")]
   start = time.perf_counter()
+  machine = analysis.describe_device()
   rows = [run_one(a, d, s, args, out) for d in delays for a in archs
           for s in seeds]
-  results = {"device": analysis.device_name(), "archs": archs,
+  results = {"device": machine["device"],
+             "load_average": machine["load_average"], "archs": archs,
              "delays": delays, "seeds": seeds, "max_steps": args.max_steps,
              "budget_s": args.budget_s, "rows": rows,
              "summary": summarise(rows)}
@@ -344,6 +303,7 @@ def main(argv=None) -> int:
                           "archs": sym_archs, "rows": sym_rows,
                           "summary": summarise(sym_rows, key="num_symbols")}
   results["seconds"] = time.perf_counter() - start
+  results["load_average_end"] = analysis.describe_device()["load_average"]
   results["plots"] = write_plots(out, results)
   write_markdown(out, results)
   (out / "copy.json").write_text(json.dumps(results, indent=1, default=str))

@@ -75,6 +75,7 @@ def worker(p: int, quick: bool, steps: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
+  from jattn import analysis  # pylint: disable=g-import-not-at-top
   from jattn import models  # pylint: disable=g-import-not-at-top
   from jattn import parallel  # pylint: disable=g-import-not-at-top
   from jattn import tasks  # pylint: disable=g-import-not-at-top
@@ -170,28 +171,28 @@ def worker(p: int, quick: bool, steps: int) -> dict:
   memory = {"devices": p, "budget_bytes": MEMORY_BUDGET, "batch": 2,
             "measured": {str(n): b for n, b in sorted(probes.items())},
             "longest_seq_len": longest, "fits": fits}
-  device = jax.devices()[0]
+  machine = analysis.describe_device()
   return {"devices": p, "rows": rows, "memory": memory,
-          "device_kind": device.device_kind, "platform": device.platform,
-          "jax": jax.__version__}
+          "device": machine["device"], "device_kind": machine["device_kind"],
+          "platform": machine["platform"], "jax": jax.__version__}
 
 
 # ---------------------------------------------------------------------------
 # Driver.
 
 
-def _load() -> list[float]:
-  try:
-    return [round(x, 2) for x in os.getloadavg()]
-  except OSError:
-    return []
-
-
 def run_all(args) -> dict:
+  # The host half of `analysis.describe_device` (the workers name their
+  # devices): the driver initialises no JAX backend, so it holds no device
+  # memory the workers need.
+  sys.path.insert(0, str(ROOT))
+  from jattn.analysis import machine as machine_lib  # pylint: disable=g-import-not-at-top
+
   results = {"machine": {"python": platform.python_version(),
-                         "cpu": platform.processor() or platform.machine(),
+                         "cpu": machine_lib.cpu_model(),
                          "cpu_count": os.cpu_count(),
-                         "load_before": _load(), "fake_devices": not args.real},
+                         "load_before": machine_lib.load_average(),
+                         "fake_devices": not args.real},
              "memory_budget_bytes": MEMORY_BUDGET, "runs": []}
   start = time.perf_counter()
   for p in args.devices:
@@ -213,7 +214,7 @@ def run_all(args) -> dict:
       raise SystemExit(f"worker for {p} devices failed")
     line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
     results["runs"].append(json.loads(line[len("RESULT "):]))
-  results["machine"]["load_after"] = _load()
+  results["machine"]["load_after"] = machine_lib.load_average()
   results["seconds"] = time.perf_counter() - start
   return results
 

@@ -32,10 +32,9 @@ from jattn.feedforward import init_layer_norm
 from jattn.feedforward import layer_norm
 from jattn.kv_cache import cached_self_attention
 from jattn.kv_cache import init_kv_cache
-from jattn.linear import linear_attention
-from jattn.linear import linear_self_attention
-from jattn.local import local_attention
-from jattn.local import local_self_attention
+from jattn.attention.linear import linear_attention
+from jattn.attention.local import local_attention
+from jattn.attention.performer import performer_attention
 from jattn.masks import causal_mask
 from jattn.masks import combine_masks
 from jattn.masks import local_mask
@@ -44,8 +43,6 @@ from jattn.multihead import init_multi_head_attention
 from jattn.multihead import init_self_attention
 from jattn.multihead import multi_head_attention
 from jattn.multihead import self_attention
-from jattn.performer import performer_attention
-from jattn.performer import performer_self_attention
 from jattn.positional import apply_rope
 from jattn.positional import init_learned_encoding
 from jattn.positional import learned_encoding
@@ -59,6 +56,9 @@ from jattn.stack import dilated_conv_stack
 from jattn.stack import init_stack
 from jattn.stack import receptive_field
 from jattn.stack import tcn_dilations
+from jattn.subquadratic import linear_self_attention
+from jattn.subquadratic import local_self_attention
+from jattn.subquadratic import performer_self_attention
 from jattn.transformer import init_transformer_block
 from jattn.transformer import transformer_block
 

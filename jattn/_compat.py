@@ -1,40 +1,15 @@
-"""Differences between the Flax versions jattn supports.
+"""Differences between the JAX versions jattn supports (no Flax here).
 
-jattn runs on Colab's flax 0.11.2 / jax 0.7.2 and on newer releases. Only one
-Flax API it uses changed in between:
-
-* Collecting values an nnx module sows. flax >= 0.12 adds `nnx.capture`,
-  which collects `Module.sow` values during a call (sowing outside it warns
-  DeprecationWarning); flax 0.11 has no `nnx.capture`, sown values are stored
-  on the module as `nnx.Intermediate` attributes and read with `nnx.pop`.
-
-The JAX sharding APIs that `jattn.parallel` uses are shimmed at the end.
+jattn runs on Colab's jax 0.7.2 and on newer releases; every JAX API that
+changed in between is wrapped here, in one place, so the rest of the code
+calls one name. `jattn.nn._compat` holds the Flax differences.
 """
 
 from __future__ import annotations
 
 import jax
-from flax import nnx
-
-HAS_NNX_CAPTURE = hasattr(nnx, "capture")
 
 
-def capture_intermediates(module, *args, **kwargs):
-  """Calls `module(*args, **kwargs)`; returns (output, sown values).
-
-  The sown values are an `nnx.State` of `nnx.Intermediate` variables, nested
-  by submodule path like `nnx.state(module)`, each holding the tuple of values
-  sown during this call (e.g. `state["attention_weights"][...][0]`). The
-  module keeps no intermediates afterwards.
-  """
-  if HAS_NNX_CAPTURE:
-    return nnx.capture(module, nnx.Intermediate)(*args, **kwargs)
-  nnx.pop(module, nnx.Intermediate)  # drop values left by earlier calls
-  out = module(*args, **kwargs)
-  return out, nnx.pop(module, nnx.Intermediate)
-
-
-# ---------------------------------------------------------------------------
 # JAX sharding APIs (jattn.parallel).
 #
 # jax 0.7.2 and 0.10 both have `jax.shard_map(f, mesh=, in_specs=,

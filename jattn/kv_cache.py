@@ -33,18 +33,14 @@ import numpy as np
 from jattn import _checks
 from jattn import attention as attention_lib
 from jattn import multihead
-from jattn import positional
 
 _CACHE_KEYS = ("k", "v", "length")
 
 
 def _check_self_attention_params(params):
   """Validates multi-head params used for self-attention; returns the dims."""
-  Dq, Dkv, H, G, K, V, Do = multihead.check_mha_params(params)
-  if Dkv != Dq:
-    raise ValueError(
-        f"params['w_k']: expected input width D={Dq} (that of params['w_q']) "
-        f"for self-attention, got {Dkv}")
+  Dq, _, H, G, K, V, Do = _checks.check_attention_params(
+      params, self_attention=True)
   return Dq, H, G, K, V, Do
 
 
@@ -154,10 +150,7 @@ def cached_self_attention(params, x_LD, cache, *, rope: bool = False,
   (the write start is clamped by `dynamic_update_slice`).
   """
   D, H, G, K, V, Do = _check_self_attention_params(params)
-  x_LD = jnp.asarray(x_LD)
-  _checks.check_rank(x_LD, "x_LD", 2)
-  _checks.check_floating(x_LD, "x_LD")
-  _checks.check_shape(x_LD, "x_LD", (None, D))
+  x_LD = _checks.check_tokens(x_LD, "x_LD", D)
   for name, flag in (("rope", rope), ("return_weights", return_weights)):
     if not isinstance(flag, (bool, np.bool_)):
       raise TypeError(
@@ -178,36 +171,41 @@ def cached_self_attention(params, x_LD, cache, *, rope: bool = False,
       return y_LD, weights_HLM, new_cache
     return y_LD, new_cache
 
-  q_LHK, k_LGK, v_LGV = multihead.project_qkv(params, x_LD, x_LD,
-                                              precision=precision)
   position_L = length + jnp.arange(L, dtype=jnp.int32)
-  if rope:
-    q_LHK = positional.apply_rope(q_LHK, position_L)
-    k_LGK = positional.apply_rope(k_LGK, position_L)
+  written = {}
 
-  zero = jnp.zeros((), jnp.int32)
-  start = (length, zero, zero)
-  k_MGK = jax.lax.dynamic_update_slice(
-      cache["k"], k_LGK.astype(cache["k"].dtype), start)
-  v_MGV = jax.lax.dynamic_update_slice(
-      cache["v"], v_LGV.astype(cache["v"].dtype), start)
+  def cache_core(q_LHK, k_LGK, v_LGV):
+    """Writes the new keys/values at rows length .. length + L - 1, then
+    attends query p (absolute position) to cached rows 0 .. p: per-query
+    key lengths p + 1, which the automatic dispatch can tile (rows past the
+    filled length lie beyond every new query's position)."""
+    zero = jnp.zeros((), jnp.int32)
+    start = (length, zero, zero)
+    k_MGK = jax.lax.dynamic_update_slice(
+        cache["k"], k_LGK.astype(cache["k"].dtype), start)
+    v_MGV = jax.lax.dynamic_update_slice(
+        cache["v"], v_LGV.astype(cache["v"].dtype), start)
+    written["k"], written["v"] = k_MGK, v_MGV
+    return attention_lib.dot_product_attention(
+        q_LHK, k_MGK, v_MGV, scale=scale, key_valid_len=position_L + 1,
+        return_weights=return_weights, precision=precision)
 
-  # Query at position p sees cached rows 0 .. p; rows past the filled length
-  # lie beyond every new query's position, so this also masks them.
-  key_M = jnp.arange(max_len, dtype=jnp.int32)
-  mask_1LM = (key_M[None, :] <= position_L[:, None])[None]
-  out_LHV, weights_HLM = attention_lib.dot_product_attention(
-      q_LHK, k_MGK, v_MGV, mask_1LM, scale=scale, return_weights=True,
-      precision=precision)
-  y_LD = multihead.project_output(params, out_LHV,
-                                 precision=precision).astype(x_LD.dtype)
+  positions = position_L if rope else None
+  y_LD = multihead.attention_layer(
+      params, x_LD, x_LD, cache_core, q_positions=positions,
+      kv_positions=positions, precision=precision, has_aux=return_weights,
+      self_attention=True, names=("x_LD", "x_LD"))
+  y_LD, weights_HLM = y_LD if return_weights else (y_LD, None)
+  k_MGK, v_MGV = written["k"], written["v"]
 
   new_length = length + jnp.asarray(L, jnp.int32)
   if not _checks.is_concrete(new_length):
     overflow = new_length > max_len
     y_LD = jnp.where(overflow, jnp.asarray(jnp.nan, y_LD.dtype), y_LD)
-    weights_HLM = jnp.where(overflow, jnp.asarray(jnp.nan, weights_HLM.dtype),
-                            weights_HLM)
+    if return_weights:
+      weights_HLM = jnp.where(overflow,
+                              jnp.asarray(jnp.nan, weights_HLM.dtype),
+                              weights_HLM)
   new_cache = {"k": k_MGK, "v": v_MGV, "length": new_length}
   chex.assert_shape(y_LD, (L, Do))
   chex.assert_type(new_cache["length"], jnp.int32)

@@ -56,20 +56,6 @@ def causal_mask(num_queries: int, num_keys: int, *, offset: int = 0):
   return key_M <= query_L + offset
 
 
-def _window_sides(window) -> tuple[int, int]:
-  if isinstance(window, (tuple, list)):
-    if len(window) != 2:
-      raise ValueError(
-          f"window: expected an int >= 1 or a pair (left, right) of ints >= 0, "
-          f"got {window!r}")
-    left, right = window
-    _checks.check_positive_int(left, "window[0] (left)", minimum=0)
-    _checks.check_positive_int(right, "window[1] (right)", minimum=0)
-    return int(left), int(right)
-  _checks.check_positive_int(window, "window", minimum=1)
-  return int(window) - 1, int(window) - 1
-
-
 def local_mask(num_queries: int, num_keys: int, window, *, offset: int = 0):
   """Sliding-window mask.
 
@@ -90,7 +76,7 @@ def local_mask(num_queries: int, num_keys: int, window, *, offset: int = 0):
   _checks.check_positive_int(num_queries, "num_queries", minimum=0)
   _checks.check_positive_int(num_keys, "num_keys", minimum=0)
   _check_offset(offset)
-  left, right = _window_sides(window)
+  left, right = _checks.check_window(window, "window")
   centre_L = jnp.arange(num_queries)[:, None] + offset
   key_M = jnp.arange(num_keys)[None, :]
   return (key_M >= centre_L - left) & (key_M <= centre_L + right)

@@ -29,11 +29,11 @@ layers (same width D, same embedding and head):
   "local", "linear", "performer"
                the "attention" stack (same params, positional encodings,
                pre-/post-LN blocks) with its self-attention replaced by a
-               sub-quadratic variant (`jattn.variant_block`): sliding-window
+               sub-quadratic core (`attention_core`): sliding-window
                attention |j - i| < `window` (`jattn.local_attention`), linear
                attention with elu + 1 features (`jattn.linear_attention`), or
                FAVOR+ with `num_features` random features per head
-               (`jattn.performer`; one projection drawn from a fixed key,
+               (`jattn.performer_attention`; one projection drawn from a fixed key,
                jax.random.key(0), shared by the layers, not trained).
   "rnn", "gru", "lstm"
                residual recurrent blocks  x + rnn(LN(x))  with an Elman, GRU
@@ -78,7 +78,7 @@ attributes) holds:
   dropout_rate  residual dropout (default 0.0)
   window        local attention window w (default 32)
   num_features  Performer random features per head (default
-                `jattn.performer.default_num_features(d_model // num_heads)`)
+                `jattn.attention.performer.default_num_features(d_model // num_heads)`)
 """
 
 from __future__ import annotations
@@ -99,13 +99,16 @@ from jattn import positional as positional_lib
 from jattn import rnn
 from jattn import stack
 from jattn import transformer
-from jattn import performer as performer_lib
-from jattn import variant_block
+from jattn.attention import local as local_lib
+from jattn.attention import linear as linear_lib
+from jattn.attention import performer as performer_lib
 
 KINDS = ("attention", "cnn", "tcn", "rnn", "gru", "lstm", "local", "linear",
          "performer")
+# The sub-quadratic kinds: transformer blocks with a sub-quadratic core.
+SUBQUADRATIC_KINDS = ("local", "linear", "performer")
 # Kinds built as attention stacks (transformer blocks).
-_ATTENTION_KINDS = ("attention",) + variant_block.VARIANTS
+_ATTENTION_KINDS = ("attention",) + SUBQUADRATIC_KINDS
 POSITIONAL = ("sinusoidal", "learned", "rope")
 _CELLS = {"rnn": "elman", "gru": "gru", "lstm": "lstm"}
 _REQUIRED = object()
@@ -177,10 +180,7 @@ def _settings(model_config) -> dict:
           f"model.num_heads: expected an even head width d_model / num_heads "
           f"for rope, got {s['d_model']} / {s['num_heads']}")
   if kind == "local":
-    try:
-      masks_lib.local_mask(0, 0, s["window"])  # validates the window
-    except (TypeError, ValueError) as err:
-      raise type(err)(f"model.{err}") from err
+    _checks.check_window(s["window"], "model.window")
   if kind == "performer":
     if s["num_features"] is None:
       s["num_features"] = performer_lib.default_num_features(
@@ -232,17 +232,32 @@ def _init_block(key, s):
   return {"norm": feedforward.init_layer_norm(D), "layer": layer}
 
 
-def _variant_layer(s):
-  """The block of a local / linear / performer stack: `variant_block` with
-  the variant's attention."""
-  projection = None
-  if s["kind"] == "performer":
+def attention_core(model_config):
+  """The attention core (`jattn.attention` signature) of an attention-kind
+  model's blocks: None (the default `jattn.dot_product_attention`) for
+  "attention", else the sub-quadratic core with its hyperparameters bound;
+  under a mesh with seq > 1, ring attention for "attention"."""
+  s = _settings(model_config)
+  kind = s["kind"]
+  if parallel.seq_parallel_active():
+    if kind != "attention":
+      raise ValueError(
+          "mesh.seq: expected 1 for model.kind "
+          f"{kind!r} (ring attention exists for exact softmax attention "
+          "only: local, linear and Performer attention are not sequence-"
+          "parallel), got a mesh with seq > 1")
+    return parallel.ring_core()
+  if kind == "local":
+    return functools.partial(local_lib.local_attention, window=s["window"])
+  if kind == "linear":
+    return linear_lib.linear_attention
+  if kind == "performer":
+    # One projection drawn from a fixed key, shared by the layers.
     projection = performer_lib.random_features(
         jax.random.key(0), s["num_features"], s["d_model"] // s["num_heads"])
-  return functools.partial(
-      variant_block.variant_block,
-      attention_fn=variant_block.variant_attention(
-          s["kind"], window=s["window"], projection=projection))
+    return functools.partial(performer_lib.performer_attention,
+                             projection=projection)
+  return None
 
 
 def init_model(key, model_config, vocab_size: int, max_len: int):
@@ -382,10 +397,8 @@ def apply_embedded(params, x_ND, token_mask_N=None, *, model_config,
     x_ND = masks_lib.zero_padded_rows(x_ND, mask_N)
     # Under a mesh with a "seq" axis > 1 (jax.set_mesh), the same blocks
     # with ring attention over the sharded sequence (jattn.parallel).
-    block = (parallel.ring_transformer_block if parallel.seq_parallel_active()
-             else transformer.transformer_block)
-    if kind != "attention":  # local / linear / performer
-      block = _variant_layer(s)
+    block = functools.partial(transformer.transformer_block,
+                              attention_fn=attention_core(model_config))
     x_ND = stack.apply_stack(
         block, params["layers"], x_ND, mask_N,
         key=layer_key, pre_norm=s["pre_norm"], is_causal=s["causal"],

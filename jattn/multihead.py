@@ -1,5 +1,12 @@
 """Multi-head (and grouped-query) attention and self-attention, per example.
 
+THE attention layer of jattn: `attention_layer` holds the only projection
+glue (check params, project q/k/v, rotate them with RoPE, run an attention
+core, project the output); `multi_head_attention` and `self_attention` call
+it with `jattn.dot_product_attention` or with the core passed as
+`attention_fn` (any function with the core signature of `jattn.attention`,
+e.g. `functools.partial(jattn.local_attention, window=32)`).
+
 Parameters are a plain dict; every hyperparameter (heads, widths) is read off
 the arrays' shapes:
 
@@ -13,12 +20,12 @@ import chex
 import jax
 import jax.numpy as jnp
 
+import functools
+from typing import Callable
+
 from jattn import _checks
 from jattn import attention as attention_lib
 from jattn import positional
-
-_WEIGHT_RANKS = {"w_q": 3, "w_k": 3, "w_v": 3, "w_o": 3}
-_BIAS_NAMES = ("b_q", "b_k", "b_v", "b_o")
 
 
 def init_multi_head_attention(key, d_model: int, num_heads: int, *,
@@ -100,28 +107,7 @@ def init_self_attention(key, d_model: int, num_heads: int, *,
 
 def check_mha_params(params):
   """Validates the params dict; returns (Dq, Dkv, H, G, K, V, Do)."""
-  _checks.check_params(params, "params", _WEIGHT_RANKS)
-  Dq, H, K = params["w_q"].shape
-  Dkv, G, _ = params["w_k"].shape
-  V = params["w_v"].shape[2]
-  Do = params["w_o"].shape[2]
-  expected = {
-      "w_k": (Dkv, G, K), "w_v": (Dkv, G, V), "w_o": (H, V, Do),
-      "b_q": (H, K), "b_k": (G, K), "b_v": (G, V), "b_o": (Do,),
-  }
-  for name, shape in expected.items():
-    if name in params:
-      _checks.check_shape(params[name], f"params[{name!r}]", shape)
-      _checks.check_floating(params[name], f"params[{name!r}]")
-  present = [b for b in _BIAS_NAMES if b in params]
-  if present and len(present) != len(_BIAS_NAMES):
-    raise ValueError(
-        f"params: expected all or none of {list(_BIAS_NAMES)}, got {present}")
-  if H % G:
-    raise ValueError(
-        f"params['w_k']: expected a number of key/value heads dividing "
-        f"H={H}, got G={G}")
-  return Dq, Dkv, H, G, K, V, Do
+  return _checks.check_attention_params(params)
 
 
 def project_qkv(params, x_q, x_kv, *, precision=None):
@@ -152,11 +138,53 @@ def project_output(params, out_LHV, *, precision=None):
   return y_LD
 
 
+def attention_layer(params, x_q, x_kv, core: Callable, *, q_positions=None,
+                    kv_positions=None, precision=None, has_aux: bool = False,
+                    self_attention: bool = False, names=("x_q", "x_kv")):
+  """Projections around an attention core: the one copy of the layer glue.
+
+  Args:
+    params: dict from `init_multi_head_attention` (shapes in module docs).
+    x_q: (L, Dq) query tokens; x_kv: (M, Dkv) key/value tokens.
+    core: `core(q_LHK, k_MGK, v_MGV) -> out_LHV` (with `has_aux`:
+      `-> (out_LHV, aux)`), the attention with its arguments bound.
+    q_positions, kv_positions: optional (L,) and (M,) positions: rotary
+      embeddings (`apply_rope`) of the projected queries and keys.
+    precision: einsum precision of the projections.
+    has_aux: the core returns (out, aux); the layer returns (y, aux).
+    self_attention: keys come from the queries' tokens (Dkv must be Dq).
+    names: the caller's names of x_q and x_kv, used in error messages.
+
+  Returns:
+    (L, Do) in x_q's dtype [, aux].
+  """
+  Dq, Dkv, _, _, _, _, Do = _checks.check_attention_params(
+      params, self_attention=self_attention)
+  x_q = _checks.check_tokens(x_q, names[0], Dq)
+  x_kv = _checks.check_tokens(x_kv, names[1], Dkv)
+  if (q_positions is None) != (kv_positions is None):
+    raise ValueError(
+        "q_positions, kv_positions: expected both or neither, got "
+        f"q_positions={'set' if q_positions is not None else None}, "
+        f"kv_positions={'set' if kv_positions is not None else None}")
+  q_LHK, k_MGK, v_MGV = project_qkv(params, x_q, x_kv, precision=precision)
+  if q_positions is not None:
+    q_LHK = positional.apply_rope(q_LHK, q_positions)
+    k_MGK = positional.apply_rope(k_MGK, kv_positions)
+  out = core(q_LHK, k_MGK, v_MGV)
+  out_LHV, aux = out if has_aux else (out, None)
+  y_LD = project_output(params, out_LHV, precision=precision).astype(x_q.dtype)
+  chex.assert_shape(y_LD, (x_q.shape[0], Do))
+  return (y_LD, aux) if has_aux else y_LD
+
+
 def multi_head_attention(params, x_q, x_kv, mask=None, *, bias=None,
                          scale=None, is_causal: bool = False,
-                         q_positions=None, kv_positions=None,
-                         return_weights: bool = False, precision=None,
-                         implementation: str | None = None):
+                         local_window=None, key_valid_len=None,
+                         query_valid_len=None, q_positions=None,
+                         kv_positions=None, return_weights: bool = False,
+                         precision=None, implementation: str | None = None,
+                         attention_fn: Callable | None = None):
   """Multi-head attention of L query tokens over M key/value tokens.
 
   Args:
@@ -167,48 +195,56 @@ def multi_head_attention(params, x_q, x_kv, mask=None, *, bias=None,
     bias: optional float logit bias broadcastable to (H, L, M).
     scale: logit scale, default 1 / sqrt(K).
     is_causal: restrict query i to keys j <= i.
+    local_window, key_valid_len, query_valid_len: as in
+      `jattn.dot_product_attention`.
     q_positions, kv_positions: optional (L,) and (M,) positions; when given,
       rotary embeddings (`apply_rope`) rotate the projected queries and keys.
-    return_weights: also return float32 (H, L, M) attention weights.
+    return_weights: also return float32 (H, L, M) attention weights (the
+      default core only).
     precision: einsum precision.
-    implementation: attention implementation, None (automatic), "dense",
-      "blockwise" or "pallas" (see `jattn.dot_product_attention`).
+    implementation: attention implementation of the default core, None
+      (automatic), "dense", "blockwise" or "pallas" (see
+      `jattn.dot_product_attention`).
+    attention_fn: the attention core (default `jattn.dot_product_attention`),
+      called as `attention_fn(q_LHK, k_MGK, v_MGV, mask=mask, bias=bias,
+      scale=scale, is_causal=is_causal, local_window=local_window,
+      key_valid_len=key_valid_len, query_valid_len=query_valid_len,
+      precision=precision) -> (L, H, V)`; see `jattn.attention`.
 
   Returns:
     (L, Do) in x_q's dtype (and the weights if asked).
   """
-  Dq, Dkv, H, G, K, V, Do = check_mha_params(params)
-  x_q, x_kv = jnp.asarray(x_q), jnp.asarray(x_kv)
-  _checks.check_rank(x_q, "x_q", 2)
-  _checks.check_rank(x_kv, "x_kv", 2)
-  _checks.check_floating(x_q, "x_q")
-  _checks.check_floating(x_kv, "x_kv")
-  _checks.check_shape(x_q, "x_q", (None, Dq))
-  _checks.check_shape(x_kv, "x_kv", (None, Dkv))
-  if (q_positions is None) != (kv_positions is None):
+  core = _bound_core(attention_fn, implementation, return_weights, mask=mask,
+                     bias=bias, scale=scale, is_causal=is_causal,
+                     local_window=local_window, key_valid_len=key_valid_len,
+                     query_valid_len=query_valid_len, precision=precision)
+  return attention_layer(params, x_q, x_kv, core, q_positions=q_positions,
+                         kv_positions=kv_positions, precision=precision,
+                         has_aux=return_weights)
+
+
+def _bound_core(attention_fn, implementation, return_weights: bool,
+                **core_args):
+  """`core(q, k, v)`: attention_fn (default `dot_product_attention`) with
+  the layer's mask and structure arguments bound."""
+  if attention_fn is None:
+    attention_fn = functools.partial(
+        attention_lib.dot_product_attention, implementation=implementation,
+        return_weights=return_weights)
+  elif implementation is not None or return_weights:
     raise ValueError(
-        "q_positions, kv_positions: expected both or neither, got "
-        f"q_positions={'set' if q_positions is not None else None}, "
-        f"kv_positions={'set' if kv_positions is not None else None}")
-  L = x_q.shape[0]
-
-  q_LHK, k_MGK, v_MGV = project_qkv(params, x_q, x_kv, precision=precision)
-  if q_positions is not None:
-    q_LHK = positional.apply_rope(q_LHK, q_positions)
-    k_MGK = positional.apply_rope(k_MGK, kv_positions)
-  attended = attention_lib.dot_product_attention(
-      q_LHK, k_MGK, v_MGV, mask, bias=bias, scale=scale, is_causal=is_causal,
-      return_weights=return_weights, precision=precision,
-      implementation=implementation)
-  out_LHV, weights_HLM = attended if return_weights else (attended, None)
-  y_LD = project_output(params, out_LHV, precision=precision).astype(x_q.dtype)
-  chex.assert_shape(y_LD, (L, Do))
-  if return_weights:
-    return y_LD, weights_HLM
-  return y_LD
+        "attention_fn: expected None with implementation= or "
+        "return_weights=True (they configure the default core), got "
+        f"{attention_fn!r}")
+  return functools.partial(attention_fn, **core_args)
 
 
-def self_attention(params, x, mask=None, *, positions=None, **kwargs):
+def self_attention(params, x, mask=None, *, positions=None, bias=None,
+                   scale=None, is_causal: bool = False, local_window=None,
+                   key_valid_len=None, query_valid_len=None,
+                   return_weights: bool = False, precision=None,
+                   implementation: str | None = None,
+                   attention_fn: Callable | None = None):
   """Self-attention: queries, keys and values all come from x.
 
   Args:
@@ -216,11 +252,18 @@ def self_attention(params, x, mask=None, *, positions=None, **kwargs):
     x: (n, D) tokens.
     mask: optional bool broadcastable to (H, n, n), True = may attend.
     positions: optional (n,) positions for rotary embeddings.
-    **kwargs: `bias`, `scale`, `is_causal`, `return_weights`, `precision`,
-      `implementation`, as in `multi_head_attention`.
+    bias, scale, is_causal, local_window, key_valid_len, query_valid_len,
+      return_weights, precision, implementation, attention_fn: as in
+      `multi_head_attention`.
 
   Returns:
     (n, D) (and float32 (H, n, n) weights if `return_weights`).
   """
-  return multi_head_attention(params, x, x, mask, q_positions=positions,
-                              kv_positions=positions, **kwargs)
+  core = _bound_core(attention_fn, implementation, return_weights, mask=mask,
+                     bias=bias, scale=scale, is_causal=is_causal,
+                     local_window=local_window, key_valid_len=key_valid_len,
+                     query_valid_len=query_valid_len, precision=precision)
+  return attention_layer(params, x, x, core, q_positions=positions,
+                         kv_positions=positions, precision=precision,
+                         has_aux=return_weights, self_attention=True,
+                         names=("x", "x"))

@@ -108,13 +108,13 @@ def transformer_block(params, x_ND, mask=None, *, pre_norm: bool = False,
     return_weights: also return the float32 (H, N, N) attention weights.
     activation: feed-forward nonlinearity.
     precision: einsum precision for attention and feed-forward.
-    attention_fn: optional replacement for the self-attention sublayer,
-      `attention_fn(params["attention"], h_ND, mask, *, positions,
-      is_causal, precision) -> (N, D)`, e.g. a local, linear, Performer or
-      ring attention with its hyperparameters bound
-      (`jattn.variant_block.variant_attention`,
-      `jattn.parallel.ring_self_attention`). It receives the rank-2/3 mask,
-      or (1, N) key validity for a token mask. Not with `return_weights`.
+    attention_fn: optional attention core of the self-attention sublayer
+      (default `jattn.dot_product_attention`), any function with the core
+      signature of `jattn.attention`, e.g. a local, linear, Performer or
+      ring core with its hyperparameters bound
+      (`functools.partial(jattn.local_attention, window=32)`,
+      `jattn.parallel.ring_core(mesh)`). It receives the rank-2/3 mask, or
+      (1, N) key validity for a token mask. Not with `return_weights`.
 
   Returns:
     (N, D) in x's dtype (and the (H, N, N) weights if `return_weights`).
@@ -158,16 +158,12 @@ def transformer_block(params, x_ND, mask=None, *, pre_norm: bool = False,
     drop = lambda key, y: y
 
   def attend(h_ND):
-    if attention_fn is not None:
-      return attention_fn(params["attention"], h_ND, attn_mask,
-                          positions=positions, is_causal=is_causal,
-                          precision=precision), None
     # Weights only when asked: an (H, N, N) array is what memory-efficient
     # attention avoids.
     out = multihead.self_attention(
         params["attention"], h_ND, attn_mask, positions=positions,
         is_causal=is_causal, return_weights=return_weights,
-        precision=precision)
+        precision=precision, attention_fn=attention_fn)
     return out if return_weights else (out, None)
 
   def ffn(h_ND):

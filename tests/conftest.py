@@ -34,3 +34,22 @@ def x32():
   jax.config.update("jax_enable_x64", False)
   yield
   jax.config.update("jax_enable_x64", old)
+
+
+@pytest.fixture
+def fake_cudnn(monkeypatch):
+  """Lets `jax.nn.dot_product_attention(implementation="cudnn")` trace and
+  lower for "cuda" on this CPU host: jax checks the cuDNN version and the
+  GPU's compute capability at trace time, and finds neither. Stubs them as
+  cuDNN 9.10 on an sm_90 (H100/H200) GPU; yields the stubbed module."""
+  from jax._src.cudnn import fused_attention_stablehlo as fused  # pylint: disable=g-import-not-at-top
+
+  capability = (9, 0)
+  as_tuple = lambda text: tuple(int(part) for part in text.split("."))
+  monkeypatch.setattr(fused, "check_cudnn_version", lambda: 91000)
+  monkeypatch.setattr(fused, "check_compute_capability",
+                      lambda cap: capability >= as_tuple(cap))
+  if hasattr(fused, "is_cuda_compute_capability_equal"):
+    monkeypatch.setattr(fused, "is_cuda_compute_capability_equal",
+                        lambda cap: capability == as_tuple(cap))
+  yield fused

@@ -1,4 +1,5 @@
-"""Shared test helpers: loading files that are not importable packages."""
+"""Shared test helpers: loading files that are not importable packages,
+the two relative-error metrics, random inputs."""
 
 import importlib.util
 import pathlib
@@ -35,6 +36,18 @@ def get_config(arg=None, *, num_data_devices=1):
   if num_data_devices != -1:
     config.mesh.data = num_data_devices
   return config
+
+
+def max_rel_error(actual, expected):
+  """max |a - e| / max(max |e|, tiny) in float64: a scale-aware relative
+  error, the largest entry's error over the tensor's scale."""
+  actual = np.asarray(actual, np.float64)
+  expected = np.asarray(expected, np.float64)
+  assert actual.shape == expected.shape, (actual.shape, expected.shape)
+  if not actual.size:
+    return 0.0
+  denom = max(np.max(np.abs(expected)), 1e-30)
+  return float(np.max(np.abs(actual - expected)) / denom)
 
 
 def norm_rel_error(actual, expected):

@@ -115,11 +115,3 @@ def rope(x, positions, base=10000.0):
       out[n, :, 2 * i] = a * c - b * s
       out[n, :, 2 * i + 1] = a * s + b * c
   return out[:, 0] if squeeze else out
-
-
-def rel_error(actual, expected):
-  """max |a - e| / max(max |e|, tiny): a scale-aware relative error."""
-  actual = np.asarray(actual, np.float64)
-  expected = np.asarray(expected, np.float64)
-  denom = max(np.max(np.abs(expected)), 1e-30) if expected.size else 1.0
-  return float(np.max(np.abs(actual - expected)) / denom) if actual.size else 0.0

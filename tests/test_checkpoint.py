@@ -20,6 +20,9 @@ from jattn import metrics as metrics_lib
 from jattn import train
 from tests.helpers import get_config
 
+# Run on the floor versions too (.ci/run: pytest -m floor in Colab's pins).
+pytestmark = pytest.mark.floor
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 

@@ -11,6 +11,7 @@ from jax.test_util import check_grads
 
 import jattn
 from tests import oracles_layers as oracle
+from tests import helpers
 
 N, D = 7, 4
 
@@ -31,9 +32,6 @@ def _params(seed, k, d=D, dtype=jnp.float64, use_bias=True):
   return params
 
 
-def _rel_err(got, want):
-  got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-  return np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30)
 
 
 _CONFIGS = [  # (k, causal, dilation)
@@ -69,7 +67,7 @@ class ConvVariantsTest(chex.TestCase):
     got = self.variant(lambda p, x: jattn.conv_layer(
         p, x, precision=jax.lax.Precision.HIGHEST))(params, x)
     chex.assert_type(got, jnp.float32)
-    self.assertLess(_rel_err(got, oracle.conv(params, x)), 1e-5)
+    self.assertLess(helpers.max_rel_error(got, oracle.conv(params, x)), 1e-5)
 
 
 def test_no_bias_matches_oracle():

@@ -57,7 +57,7 @@ CASES = [
      ValueError, ["masks", "broadcast", "(2, 3)", "(4,)"]),
     (lambda: jattn.self_attention(jattn.init_self_attention(jax.random.key(0), 8, 2),
                                   _z(5, 6)),
-     ValueError, ["x_q", "(*, 8)", "(5, 6)"]),
+     ValueError, ["x:", "(*, 8)", "(5, 6)"]),
     (lambda: jattn.self_attention(
         dict(jattn.init_self_attention(jax.random.key(0), 8, 2), w_o=_z(2, 4, 3, 1)),
         _z(5, 8)),

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import jattn
+from tests import helpers
 
 N = 6        # tokens in a test sequence
 D = 8        # model width
@@ -42,11 +43,6 @@ def _tokens(seed, n=N, dtype=jnp.float32):
   return rng.normal(size=(n, D)).astype(dtype)
 
 
-def _rel_err(actual, expected):
-  actual = np.asarray(actual, np.float64)
-  expected = np.asarray(expected, np.float64)
-  assert actual.shape == expected.shape, (actual.shape, expected.shape)
-  return np.max(np.abs(actual - expected)) / np.max(np.abs(expected))
 
 
 # ---------------------------------------------------------------------------
@@ -138,14 +134,14 @@ def test_prefill_then_decode_equals_full_attention(gqa, rope, bias, dtype):
   # Causal attention: row t over the whole sequence is row t over x[:t + 1].
   y_full, weights_full = map(np.asarray, _jit_full(params, x, rope))
   tol = TOL[dtype]
-  assert _rel_err(y_full, y_oracle) < tol  # the reference itself is right
+  assert helpers.max_rel_error(y_full, y_oracle) < tol  # the reference itself is right
   for prompt_len in (1, 3, N - 1):
     cache = jattn.init_kv_cache(params, MAX_LEN)
     y, weights, cache = _jit_step(params, x[:prompt_len], cache, rope)
     assert y.dtype == dtype
     weights = np.asarray(weights)
-    assert _rel_err(y, y_full[:prompt_len]) < tol
-    assert _rel_err(y, y_oracle[:prompt_len]) < tol
+    assert helpers.max_rel_error(y, y_full[:prompt_len]) < tol
+    assert helpers.max_rel_error(y, y_oracle[:prompt_len]) < tol
     chex.assert_shape(weights, (H, prompt_len, MAX_LEN))
     np.testing.assert_allclose(weights[:, :, :N],
                                weights_full[:, :prompt_len], atol=tol)
@@ -154,15 +150,15 @@ def test_prefill_then_decode_equals_full_attention(gqa, rope, bias, dtype):
       y_1D, weights, cache = _jit_step(params, x[t:t + 1], cache, rope)
       weights = np.asarray(weights)
       assert int(cache["length"]) == t + 1
-      assert _rel_err(y_1D, y_full[t:t + 1]) < tol, (prompt_len, t)
-      assert _rel_err(y_1D, y_oracle[t:t + 1]) < tol, (prompt_len, t)
+      assert helpers.max_rel_error(y_1D, y_full[t:t + 1]) < tol, (prompt_len, t)
+      assert helpers.max_rel_error(y_1D, y_oracle[t:t + 1]) < tol, (prompt_len, t)
       np.testing.assert_allclose(weights[:, 0, :N], weights_full[:, t],
                                  atol=tol)
     # The cache holds the (rotated) key and value projections, zeros after.
     assert cache["k"].dtype == dtype and cache["v"].dtype == dtype
     k, v = np.asarray(cache["k"]), np.asarray(cache["v"])
-    assert _rel_err(k[:N], k_oracle) < tol
-    assert _rel_err(v[:N], v_oracle) < tol
+    assert helpers.max_rel_error(k[:N], k_oracle) < tol
+    assert helpers.max_rel_error(v[:N], v_oracle) < tol
     np.testing.assert_array_equal(k[N:], 0.0)
     np.testing.assert_array_equal(v[N:], 0.0)
 
@@ -204,7 +200,7 @@ def test_jitted_decode_step_does_not_retrace():
     outputs.append(y_1D)
   assert int(cache["length"]) == N
   y_oracle, _, _ = _oracle(params, x, rope=True)
-  assert _rel_err(jnp.concatenate(outputs), y_oracle) < 1e-5
+  assert helpers.max_rel_error(jnp.concatenate(outputs), y_oracle) < 1e-5
 
 
 def test_vmap_over_caches_of_different_lengths_equals_loop():
@@ -227,7 +223,7 @@ def test_vmap_over_caches_of_different_lengths_equals_loop():
     np.testing.assert_allclose(new_cache_B["k"][b], new_cache["k"],
                                rtol=1e-6, atol=1e-6)
     y_full, _ = _jit_full(params, x, False)
-    assert _rel_err(y_B1D[b], y_full[p:p + 1]) < 1e-5
+    assert helpers.max_rel_error(y_B1D[b], y_full[p:p + 1]) < 1e-5
 
 
 def test_gradients_of_a_decode_step():
@@ -287,7 +283,7 @@ def test_cache_dtype_is_kept():
   assert y.dtype == jnp.float32
   # Keys/values rounded to bfloat16 (8 bits of mantissa): still close.
   y_full, _ = _jit_full(params, x, False)
-  assert _rel_err(y, y_full) < 3e-2
+  assert helpers.max_rel_error(y, y_full) < 3e-2
 
 
 # ---------------------------------------------------------------------------
@@ -393,3 +389,30 @@ def test_bad_flags_and_params():
 def test_bad_init_arguments(max_len, dtype, error, match):
   with pytest.raises(error, match=match):
     jattn.init_kv_cache(_params(15), max_len, dtype=dtype)
+
+
+def test_long_prefill_takes_the_automatic_dispatch_without_weights():
+  # 512 new tokens over a 512-row cache: past the dense size, so the
+  # structured mask (per-query key lengths) goes to the blockwise path and
+  # no (H, L, M) array is formed unless the weights are asked for.
+  params = jattn.init_self_attention(jax.random.key(0), 8, 2)
+  cache = jattn.init_kv_cache(params, 512)
+  x = jax.ShapeDtypeStruct((512, 8), jnp.float32)
+  fn = lambda x, w: jattn.cached_self_attention(params, x, cache,
+                                                return_weights=w)
+  lean = jax.make_jaxpr(lambda x: fn(x, False))(x)
+  shapes = {tuple(v.aval.shape) for eqn in lean.jaxpr.eqns
+            for v in eqn.outvars}
+  assert "custom_vjp" in str(lean)
+  assert (2, 512, 512) not in shapes
+  full = jax.make_jaxpr(lambda x: fn(x, True))(x)
+  assert "custom_vjp" not in str(full)
+
+
+def test_long_prefill_equals_the_oracle():
+  params = _params(5)
+  x = _tokens(6, n=300)
+  cache = jattn.init_kv_cache(params, 320)
+  y, cache = jattn.cached_self_attention(params, x, cache, rope=True)
+  y_oracle, _, _ = _oracle(params, x, rope=True)
+  assert helpers.max_rel_error(y, y_oracle) < 1e-5

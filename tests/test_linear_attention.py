@@ -9,8 +9,8 @@ from absl.testing import parameterized
 from jax.test_util import check_grads
 
 import jattn
-from jattn import linear as linear_lib
-from tests.helpers import norm_rel_error as rel_error
+from jattn.attention import linear as linear_lib
+from tests.helpers import norm_rel_error
 from tests.helpers import random_params
 from tests.helpers import random_qkv as _qkv
 
@@ -57,7 +57,7 @@ class LinearAttentionTest(chex.TestCase, parameterized.TestCase):
     plain = self.variant(lambda q, k, v, mask: jattn.linear_attention(
         q, k, v, mask, query_valid_len=19))(q, k, v, keep)
     self.assertEqual(plain.dtype, jnp.float32)
-    self.assertLess(rel_error(plain, linear_oracle(
+    self.assertLess(norm_rel_error(plain, linear_oracle(
         q, k, v, key_keep=keep[:, 0], query_valid_len=19)), 1e-5)
     np.testing.assert_array_equal(plain[19:], 0.0)
 
@@ -66,7 +66,7 @@ class LinearAttentionTest(chex.TestCase, parameterized.TestCase):
     keep = np.random.default_rng(0).random((4, 1, 17)) > 0.3
     causal = jax.jit(lambda q, k, v, mask: jattn.linear_attention(
         q, k, v, mask, is_causal=True, chunk_size=8))(q, k, v, keep)
-    self.assertLess(rel_error(causal, linear_oracle(
+    self.assertLess(norm_rel_error(causal, linear_oracle(
         q, k, v, causal=True, key_keep=keep[:, 0])), 1e-5)
 
   @parameterized.named_parameters(
@@ -82,8 +82,8 @@ class LinearAttentionTest(chex.TestCase, parameterized.TestCase):
         linear_lib.linear_attention_quadratic(q, k, v, is_causal=True,
                                               key_valid_len=M - 2)))
     chunked, quadratic = fn(q, k, v)
-    self.assertLess(rel_error(chunked, quadratic), 1e-12)
-    self.assertLess(rel_error(quadratic, linear_oracle(
+    self.assertLess(norm_rel_error(chunked, quadratic), 1e-12)
+    self.assertLess(norm_rel_error(quadratic, linear_oracle(
         q, k, v, causal=True, key_keep=np.arange(M)[None] < M - 2)), 1e-12)
 
   def test_quadratic_form_takes_any_mask_and_returns_weights(self):
@@ -97,7 +97,7 @@ class LinearAttentionTest(chex.TestCase, parameterized.TestCase):
       s = (phi(q[:, h]) @ phi(k[:, h]).T) * mask
       rows = s.sum(axis=1, keepdims=True)
       expected_w[h] = np.divide(s, rows, out=np.zeros_like(s), where=rows > 0)
-    self.assertLess(rel_error(w, expected_w), 1e-12)
+    self.assertLess(norm_rel_error(w, expected_w), 1e-12)
     np.testing.assert_array_equal(out[3], 0.0)
 
   def test_key_padding_mask_shapes_and_single_head(self):
@@ -112,9 +112,9 @@ class LinearAttentionTest(chex.TestCase, parameterized.TestCase):
     a, b, c, d, single = fn(q, k, v)
     expected = linear_oracle(q, k, v, key_keep=keep[None])
     for out in (a, b, c, d):
-      self.assertLess(rel_error(out, expected), 1e-5)
+      self.assertLess(norm_rel_error(out, expected), 1e-5)
     self.assertEqual(single.shape, (10, 4))
-    self.assertLess(rel_error(single, expected[:, 0]), 1e-5)
+    self.assertLess(norm_rel_error(single, expected[:, 0]), 1e-5)
 
   def test_gradients_float64_and_zero_for_empty_rows(self):
     q, k, v = (a.astype(np.float64) for a in _qkv(4, 7, 7, 2, 1, 3))
@@ -134,7 +134,7 @@ class LinearAttentionTest(chex.TestCase, parameterized.TestCase):
         q, k, v, is_causal=True, chunk_size=5)))(*batch)
     for b in range(2):
       expected = linear_oracle(*(a[b] for a in batch), causal=True)
-      self.assertLess(rel_error(out[b], expected), 1e-5)
+      self.assertLess(norm_rel_error(out[b], expected), 1e-5)
 
   def test_self_attention_layer(self):
     D, H = 8, 2
@@ -150,7 +150,7 @@ class LinearAttentionTest(chex.TestCase, parameterized.TestCase):
     v = np.einsum("nd,dhk->nhk", x, p["w_v"]) + p["b_v"]
     heads = linear_oracle(q, k, v, causal=True, key_keep=keep[None])
     expected = np.einsum("nhv,hvo->no", heads, p["w_o"]) + p["b_o"]
-    self.assertLess(rel_error(y, expected), 1e-5)
+    self.assertLess(norm_rel_error(y, expected), 1e-5)
 
   def test_refused_masks_name_the_argument(self):
     q, k, v = _qkv(7, 6, 6, 2, 2, 4)

@@ -10,9 +10,9 @@ from absl.testing import parameterized
 from jax.test_util import check_grads
 
 import jattn
-from jattn import local as local_lib
+from jattn.attention import local as local_lib
 from jattn import models
-from tests.helpers import norm_rel_error as rel_error
+from tests.helpers import norm_rel_error
 from tests.helpers import random_params
 from tests.helpers import random_qkv as _qkv
 
@@ -54,7 +54,7 @@ class LocalAttentionTest(chex.TestCase, parameterized.TestCase):
         q, k, v, 5, block_q=16, block_k=16))
     out = fn(q, k, v)
     self.assertEqual(out.dtype, jnp.float32)
-    self.assertLess(rel_error(out, local_oracle(q, k, v, 4, 4)), 1e-5)
+    self.assertLess(norm_rel_error(out, local_oracle(q, k, v, 4, 4)), 1e-5)
 
   @parameterized.named_parameters(
       ("pair_causal_lengths", 40, 40, 2, 2, (6, 2), True, 33, 38),
@@ -68,7 +68,7 @@ class LocalAttentionTest(chex.TestCase, parameterized.TestCase):
     expected = local_oracle(q, k, v, *window, causal=causal,
                             key_valid_len=key_valid_len,
                             query_valid_len=query_valid_len)
-    self.assertLess(rel_error(out, expected), 1e-12)
+    self.assertLess(norm_rel_error(out, expected), 1e-12)
     if query_valid_len is not None:
       np.testing.assert_array_equal(out[query_valid_len:], 0.0)
 
@@ -89,9 +89,9 @@ class LocalAttentionTest(chex.TestCase, parameterized.TestCase):
       return local, dense
 
     (local, single), (dense, dense_single) = both(q, k, v)
-    self.assertLess(rel_error(local, dense), 1e-5)
+    self.assertLess(norm_rel_error(local, dense), 1e-5)
     self.assertEqual(single.shape, (200, 16))
-    self.assertLess(rel_error(single, dense_single), 1e-5)
+    self.assertLess(norm_rel_error(single, dense_single), 1e-5)
 
   def test_gradients_float64(self):
     q, k, v = (a.astype(np.float64) for a in _qkv(2, 13, 13, 2, 1, 4))
@@ -106,7 +106,7 @@ class LocalAttentionTest(chex.TestCase, parameterized.TestCase):
         q, k, v, (3, 2))))(*batch)
     for b in range(2):   # a Python loop over the examples, oracle per example
       expected = local_oracle(*(a[b] for a in batch), 3, 2)
-      self.assertLess(rel_error(batched[b], expected), 1e-5)
+      self.assertLess(norm_rel_error(batched[b], expected), 1e-5)
 
   def test_self_attention_layer_equals_masked_self_attention(self):
     params = random_params(lambda k: jattn.init_self_attention(k, 16, 4))
@@ -117,7 +117,7 @@ class LocalAttentionTest(chex.TestCase, parameterized.TestCase):
     expected = jax.jit(lambda p, x, pos: jattn.self_attention(
         p, x, jattn.local_mask(33, 33, 5), positions=pos,
         implementation="dense"))(params, x, positions)
-    self.assertLess(rel_error(y, expected), 1e-5)
+    self.assertLess(norm_rel_error(y, expected), 1e-5)
 
   def test_default_tiles_follow_the_window(self):
     self.assertEqual(local_lib.default_blocks(32), (64, 64))

@@ -5,8 +5,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl.testing import parameterized
+import pytest
 
 import jattn
+
+# Run on the floor versions too (.ci/run: pytest -m floor in Colab's pins).
+pytestmark = pytest.mark.floor
 
 
 class MaskTest(chex.TestCase):

@@ -14,8 +14,12 @@ import numpy as np
 import pytest
 
 from jattn import models
+from tests import helpers
 from tests import oracles as oracle_core
 from tests import oracles_layers as oracle
+
+# Run on the floor versions too (.ci/run: pytest -m floor in Colab's pins).
+pytestmark = pytest.mark.floor
 
 B, N, V, D = 2, 10, 7, 8
 VALID = 7  # real tokens per example; the last N - VALID are padding
@@ -285,7 +289,7 @@ def test_matches_float64_oracle(name):
   logits = np.asarray(_forward(name)(_params(name), tokens, MASK))
   for b in range(B):
     want = _oracle_model(name, _params(name), tokens[b], MASK[b])
-    assert oracle_core.rel_error(logits[b], want) < 1e-5, b
+    assert helpers.max_rel_error(logits[b], want) < 1e-5, b
 
 
 def test_tcn_dilations_cycle_once_the_sequence_is_covered():

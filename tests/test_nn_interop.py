@@ -21,6 +21,7 @@ from flax import nnx
 
 import jattn
 from jattn import nn as jnn
+from tests import helpers
 
 
 def key(seed):
@@ -34,9 +35,6 @@ HIGHEST = jax.lax.Precision.HIGHEST
 B, Lq, M, Dq, Dkv, H, K, Do = 2, 4, 5, 6, 5, 2, 3, 7
 
 
-def rel_error(got, want):
-  got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-  return np.max(np.abs(got - want)) / np.max(np.abs(want))
 
 
 def _normal(seed, shape):
@@ -96,7 +94,7 @@ def test_linen_mha_matches(linen_mha, mask_name):
             jattn_batched(params, X_Q, X_KV, mask))
 
   want, got = both(variables, params, mask)
-  assert rel_error(got, want) < 1e-6
+  assert helpers.max_rel_error(got, want) < 1e-6
 
 
 def test_linen_mha_self_attention_without_bias():
@@ -115,7 +113,7 @@ def test_linen_mha_self_attention_without_bias():
                 params, x, m, precision=HIGHEST))(x, mask))
 
   want, got = both(variables, params)
-  assert rel_error(got, want) < 1e-6
+  assert helpers.max_rel_error(got, want) < 1e-6
 
 
 def _nnx_mha(seed, **kwargs):
@@ -133,7 +131,7 @@ def test_nnx_mha_matches(mask_name):
   params = jnn.params_from_nnx_mha(module)
   want = nnx.jit(lambda m, mask: m(X_Q, X_KV, mask=mask))(module, mask)
   got = jax.jit(jattn_batched)(params, X_Q, X_KV, mask)
-  assert rel_error(got, want) < 1e-6
+  assert helpers.max_rel_error(got, want) < 1e-6
 
   # The same weights in the jattn nnx wrapper take the Flax mask as it is.
   wrapper = jnn.MultiHeadAttention(Dq, H, kv_dim=Dkv, out_dim=Do,
@@ -141,7 +139,7 @@ def test_nnx_mha_matches(mask_name):
                                    rngs=nnx.Rngs(key(1)))
   jnn.nnx_load_params(wrapper, params)
   got = jax.jit(lambda xq, xkv, m: wrapper(xq, xkv, m))(X_Q, X_KV, mask)
-  assert rel_error(got, want) < 1e-6
+  assert helpers.max_rel_error(got, want) < 1e-6
 
 
 def test_nnx_mha_sown_weights_match():
@@ -155,7 +153,7 @@ def test_nnx_mha_sown_weights_match():
       params, xq, xkv, m, return_weights=True, precision=HIGHEST))(
           X_Q, X_KV, mask)
   assert got.shape == (B, H, Lq, M)
-  assert rel_error(got, want) < 1e-6
+  assert helpers.max_rel_error(got, want) < 1e-6
 
 
 @pytest.mark.skipif(
@@ -173,7 +171,7 @@ def test_nnx_grouped_query_heads():
   want = nnx.jit(lambda m, x, mask: m(x, mask=mask))(module, x, mask)
   got = jax.jit(jax.vmap(lambda x, m: jattn.self_attention(
       params, x, m, precision=HIGHEST)))(x, mask)
-  assert rel_error(got, want) < 1e-6
+  assert helpers.max_rel_error(got, want) < 1e-6
 
 
 def test_unsupported_modules_raise():

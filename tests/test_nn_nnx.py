@@ -14,6 +14,9 @@ from jax.test_util import check_grads
 import jattn
 from jattn import nn as jnn
 
+# Run on the floor versions too (.ci/run: pytest -m floor in Colab's pins).
+pytestmark = pytest.mark.floor
+
 
 def key(seed):
   """A PRNG key. The tests use the "unsafe_rbg" implementation: on CPU its

@@ -6,13 +6,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl.testing import parameterized
+import pytest
 
 import jattn
-from jattn.kernels import pallas_attention
-from tests import oracles
+from jattn.attention import pallas as pallas_attention
 from tests.test_blockwise import allowed_pairs
 from tests.test_blockwise import attention_vjp_oracle
 from tests.test_blockwise import run_vjp
+from tests import helpers
+
+# Run on the floor versions too (.ci/run: pytest -m floor in Colab's pins).
+pytestmark = pytest.mark.floor
 
 
 class PallasOracleTest(parameterized.TestCase):
@@ -45,7 +49,7 @@ class PallasOracleTest(parameterized.TestCase):
                                     d_out)
     for name, got, want in zip(("out", "dq", "dk", "dv"), (out, *grads[:3]),
                                expected[:4]):
-      self.assertLess(oracles.rel_error(got, want), 1e-5, name)
+      self.assertLess(helpers.max_rel_error(got, want), 1e-5, name)
     empty = ~allowed.any(axis=2).T
     np.testing.assert_array_equal(np.asarray(out)[empty], 0.0)
     self.assertTrue(np.all(np.isfinite(np.asarray(grads[0]))))
@@ -68,10 +72,12 @@ class PallasPlanTest(parameterized.TestCase):
     plan = pallas_attention.make_plan(5, 5)
     self.assertEqual((plan.block_q, plan.block_k), (16, 16))
 
-  def test_supports(self):
-    self.assertTrue(pallas_attention.supports())
-    self.assertFalse(pallas_attention.supports(mask=jnp.ones((2, 2), bool)))
-    self.assertFalse(pallas_attention.supports(bias=jnp.ones((2, 2))))
+  def test_mask_and_bias_arrays_are_refused_by_name(self):
+    x = jnp.ones((4, 1, 8))
+    for name, value in (("mask", jnp.ones((4, 4), bool)),
+                        ("bias", jnp.ones((4, 4)))):
+      with self.assertRaisesRegex(ValueError, f"^{name}: expected None"):
+        pallas_attention.attention(x, x, x, **{name: value})
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ from jax.sharding import PartitionSpec as P
 import jattn
 from jattn import parallel
 
+# Run on the floor versions too (.ci/run: pytest -m floor in Colab's pins).
+pytestmark = pytest.mark.floor
+
 
 def test_mesh_shape_fills_one_axis_and_checks_the_rest():
   assert parallel.mesh_shape(None, 8) == {"data": 8, "seq": 1, "model": 1}

@@ -10,8 +10,8 @@ from absl.testing import parameterized
 from jax.test_util import check_grads
 
 import jattn
-from jattn import performer
-from tests.helpers import norm_rel_error as rel_error
+from jattn.attention import performer
+from tests.helpers import norm_rel_error
 from tests.helpers import random_qkv as _qkv
 
 
@@ -94,7 +94,7 @@ class PerformerAttentionTest(chex.TestCase, parameterized.TestCase):
     plain = self.variant(lambda q, k, v, w: jattn.performer_attention(
         q, k, v, keep, projection=w))(q, k, v, w)
     self.assertEqual(plain.dtype, jnp.float32)
-    self.assertLess(rel_error(plain, favor_oracle(q, k, v, w, key_keep=keep)),
+    self.assertLess(norm_rel_error(plain, favor_oracle(q, k, v, w, key_keep=keep)),
                     1e-5)
 
   def test_causal_matches_its_random_feature_formula(self):
@@ -103,7 +103,7 @@ class PerformerAttentionTest(chex.TestCase, parameterized.TestCase):
     causal = jax.jit(lambda q, k, v, w: jattn.performer_attention(
         q, k, v, projection=w, is_causal=True, chunk_size=4, scale=0.3))(
             q, k, v, w)
-    self.assertLess(rel_error(causal, favor_oracle(q, k, v, w, scale=0.3,
+    self.assertLess(norm_rel_error(causal, favor_oracle(q, k, v, w, scale=0.3,
                                                    causal=True)), 1e-5)
 
   def test_key_draws_the_features(self):
@@ -113,9 +113,9 @@ class PerformerAttentionTest(chex.TestCase, parameterized.TestCase):
     out = fn(q, k, v, jax.random.key(7))
     w = performer.random_features(jax.random.key(7), 12, 4,
                                   dtype=jnp.float64)
-    self.assertLess(rel_error(out, favor_oracle(q, k, v, w)), 1e-12)
+    self.assertLess(norm_rel_error(out, favor_oracle(q, k, v, w)), 1e-12)
     redrawn = fn(q, k, v, jax.random.key(8))
-    self.assertGreater(rel_error(redrawn, out), 1e-3)
+    self.assertGreater(norm_rel_error(redrawn, out), 1e-3)
 
   def test_large_logits_stay_finite_in_float32(self):
     # exp(w . x) overflows float32 for |x| ~ 100 without the shifts.
@@ -125,7 +125,7 @@ class PerformerAttentionTest(chex.TestCase, parameterized.TestCase):
         q, k, v, projection=w, scale=0.5))(q, k, v)
     self.assertTrue(np.isfinite(np.asarray(out)).all())
     expected = _stable_favor(q, k, v, np.asarray(w, np.float64), 0.5)
-    self.assertLess(rel_error(out, expected), 1e-4)
+    self.assertLess(norm_rel_error(out, expected), 1e-4)
 
   def test_approaches_softmax_attention_with_many_features(self):
     # The estimator is unbiased per (query, key) pair; with small logits its
@@ -138,8 +138,8 @@ class PerformerAttentionTest(chex.TestCase, parameterized.TestCase):
              for i, P in ((0, 16), (1, 16), (2, 16), (3, 4096))]
     fn = jax.jit(lambda w: jattn.performer_attention(q, k, v, projection=w))
     outs = [fn(w) for w in draws]
-    few = np.mean([rel_error(o, exact) for o in outs[:3]])
-    many = rel_error(outs[3], exact)
+    few = np.mean([norm_rel_error(o, exact) for o in outs[:3]])
+    many = norm_rel_error(outs[3], exact)
     self.assertLess(many, 0.03)
     self.assertLess(many, few / 5)
 
@@ -166,7 +166,7 @@ class PerformerAttentionTest(chex.TestCase, parameterized.TestCase):
     out = jax.jit(jax.vmap(lambda q, k, v: jattn.performer_attention(
         q, k, v, projection=w)))(*batch)
     for b in range(2):
-      self.assertLess(rel_error(out[b], favor_oracle(
+      self.assertLess(norm_rel_error(out[b], favor_oracle(
           *(a[b] for a in batch), w)), 1e-5)
     params = {n: jnp.asarray(0.4 * np.random.default_rng(8).normal(
         size=s), jnp.float32) for n, s in (("w_q", (8, 2, 4)),
@@ -180,7 +180,7 @@ class PerformerAttentionTest(chex.TestCase, parameterized.TestCase):
     heads = favor_oracle(np.einsum("nd,dhk->nhk", x, p["w_q"]),
                          np.einsum("nd,dhk->nhk", x, p["w_k"]),
                          np.einsum("nd,dhk->nhk", x, p["w_v"]), w)
-    self.assertLess(rel_error(y, np.einsum("nhv,hvo->no", heads, p["w_o"])),
+    self.assertLess(norm_rel_error(y, np.einsum("nhv,hvo->no", heads, p["w_o"])),
                     1e-5)
 
   def test_errors_name_the_argument(self):

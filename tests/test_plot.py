@@ -21,6 +21,9 @@ from jattn.plot import __main__ as plot_main
 from tests.helpers import ROOT
 from tests.helpers import get_config
 
+# Run on the floor versions too (.ci/run: pytest -m floor in Colab's pins).
+pytestmark = pytest.mark.floor
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 STEPS = 60
 
@@ -243,6 +246,71 @@ def test_complexity_plots_from_results_json(tmp_path):
   written = plot.write_plots(tmp_path, out=tmp_path / "png")
   assert [pathlib.Path(p).name for p in written] == [
       "flops_vs_n.png", "time_vs_n.png", "path_length_vs_n.png"]
+  assert all(_is_png(p) for p in written)
+
+
+def test_subquadratic_plot_beside_dense_attention(tmp_path):
+  results = _complexity_results()
+  ns = [16, 32]
+  results["grid"].update(d_fixed=8, d_time=8)
+  results["time"]["self-attention"] = {"samples": [
+      {"n": n, "forward": 2e-3 * n, "forward_backward": 6e-3 * n,
+       "temp_bytes": 2**20 * n} for n in ns]}
+  results["subquadratic"] = {
+      "device": "cpu (subquadratic run)",
+      "flops": {"local": {"by_n": [[n, 5.0 * n, 4.0 * n] for n in ns]}},
+      "time": {"local": {"samples": [
+          {"n": n, "forward": 1e-3 * n, "temp_bytes": None} for n in ns]}}}
+  fig = plot.plot_subquadratic_vs_n(results)
+  flops, ms, mib = fig.axes
+  assert [l.get_label() for l in flops.lines] == ["local",
+                                                  "self-attention (dense)"]
+  np.testing.assert_allclose(flops.lines[0].get_ydata(), [80.0, 160.0])
+  np.testing.assert_allclose(ms.lines[0].get_ydata(), [16.0, 32.0])  # ms
+  np.testing.assert_allclose(mib.lines[1].get_ydata(), [16.0, 32.0])  # MiB
+  assert "cpu (subquadratic run)" in ms.get_title()
+  _mpl.pyplot().close(fig)
+  written = plot.write_complexity_plots(results, tmp_path)
+  assert pathlib.Path(written[-1]).name == "subquadratic_vs_n.png"
+
+
+def _copy_results():
+  """The layout of experiments/copy_task.py's copy.json (JSON keys)."""
+  def summary(accuracy_by_x):
+    return {str(x): {"accuracy_mean": a} for x, a in accuracy_by_x.items()}
+  return {
+      "device": "cpu (test)", "archs": ["attention", "gru"],
+      # Keys out of order, as strings: plotted in numeric order.
+      "summary": {"attention": summary({100: 1.0, 10: 1.0, 50: 0.9}),
+                  "gru": summary({100: 0.2, 10: 0.9, 50: 0.5})},
+      "gradient_delay": 10,
+      "gradients": {"gru": {"init": [1.0, 0.5, 0.25],
+                            "trained": [2.0, 1.0, 0.5]}},
+      "symbols": {"delay": 10, "archs": ["gru"],
+                  "summary": {"gru": summary({20: 0.3, 5: 1.0})}},
+  }
+
+
+def test_copy_plots_from_results_json(tmp_path):
+  (tmp_path / "copy.json").write_text(json.dumps(_copy_results()))
+  results = plot.load_copy_results(tmp_path)
+  fig = plot.plot_accuracy_vs_delay(results)
+  gru = [l for l in fig.axes[0].lines if l.get_label() == "gru"][0]
+  np.testing.assert_array_equal(gru.get_xdata(), [10, 50, 100])
+  np.testing.assert_allclose(gru.get_ydata(), [90.0, 50.0, 20.0])  # %
+  _mpl.pyplot().close(fig)
+  fig = plot.plot_accuracy_vs_symbols(results)
+  np.testing.assert_array_equal(fig.axes[0].lines[0].get_xdata(), [5, 20])
+  _mpl.pyplot().close(fig)
+  fig = plot.plot_gradient_vs_position(results)
+  np.testing.assert_allclose(fig.axes[1].lines[0].get_ydata(),
+                             [2.0, 1.0, 0.5])
+  _mpl.pyplot().close(fig)
+
+  written = plot.write_plots(tmp_path, out=tmp_path / "png")
+  assert [pathlib.Path(p).name for p in written] == [
+      "accuracy_vs_delay.png", "accuracy_vs_symbols.png",
+      "gradient_vs_position.png"]
   assert all(_is_png(p) for p in written)
 
 

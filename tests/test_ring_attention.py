@@ -22,6 +22,10 @@ from jax.sharding import PartitionSpec as P
 import jattn
 from jattn import _compat
 from jattn import parallel
+from tests import helpers
+
+# Run on the floor versions too (.ci/run: pytest -m floor in Colab's pins).
+pytestmark = pytest.mark.floor
 
 B, L, H, G, K = 2, 13, 4, 2, 8  # L is a multiple of no ring size used here
 
@@ -61,9 +65,6 @@ def allowed_pairs(b, causal, key_mask, key_len_BL, query_len_B):
   return allowed
 
 
-def rel(a, b):
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
 
 
 def inputs():
@@ -122,12 +123,12 @@ def test_ring_equals_oracle_and_dense_outputs_and_gradients(shape, head_axis,
     ring_res, dense_res = results["ring", causal], results["dense", causal]
     assert ring_res[0].dtype == jnp.float32
     for got, want in zip(ring_res, dense_res):
-      assert rel(got, want) < 1e-5, causal
+      assert helpers.max_rel_error(got, want) < 1e-5, causal
     for b in range(B):
       allowed = allowed_pairs(b, causal, key_mask, key_len, query_len)
       want = vjp_oracle(q[b], k[b], v[b], allowed, d_out[b])
       for name, got, w in zip(("out", "dq", "dk", "dv"), ring_res, want):
-        assert rel(got[b], w) < 1e-5, (name, causal, b)
+        assert helpers.max_rel_error(got[b], w) < 1e-5, (name, causal, b)
       # Rows with nothing to attend to: zero output and zero dq.
       empty = ~allowed.any(axis=1)
       assert empty.sum() >= 1
@@ -153,7 +154,7 @@ def test_per_shard_function_inside_a_users_shard_map():
   want = jax.vmap(lambda q, k, v, m: jattn.dot_product_attention(
       q, k, v, m[None, None], is_causal=True, implementation="dense"))(
           q, k, v, key_mask)
-  assert rel(got, want) < 1e-5
+  assert helpers.max_rel_error(got, want) < 1e-5
 
 
 def test_unsupported_arguments_raise_naming_them():

@@ -11,6 +11,7 @@ from jax.test_util import check_grads
 
 import jattn
 from tests import oracles_layers as oracle
+from tests import helpers
 
 N, D = 6, 4
 MASK = jnp.array([True, True, False, True, True, False])
@@ -46,9 +47,6 @@ def _params(seed, cell, d=D, *, bidirectional=False, hidden_dim=None,
   return _direction(rng, d, hd, s, dtype, w_out=hd != d)
 
 
-def _rel_err(got, want):
-  got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-  return np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30)
 
 
 @pytest.mark.parametrize("cell,variant,mask", [
@@ -86,7 +84,7 @@ class RnnVariantsTest(chex.TestCase):
     got = self.variant(lambda p, x, m: jattn.rnn_layer(
         p, x, m, precision=jax.lax.Precision.HIGHEST))(params, x, MASK)
     chex.assert_type(got, jnp.float32)
-    self.assertLess(_rel_err(got, oracle.rnn(params, x, MASK)), 1e-5)
+    self.assertLess(helpers.max_rel_error(got, oracle.rnn(params, x, MASK)), 1e-5)
 
 
 def test_padded_steps_keep_the_state():

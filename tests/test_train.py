@@ -19,6 +19,9 @@ from jattn import metrics as metrics_lib
 from jattn import train
 from tests.helpers import get_config
 
+# Run on the floor versions too (.ci/run: pytest -m floor in Colab's pins).
+pytestmark = pytest.mark.floor
+
 
 
 def test_smoke_run_learns_writes_metrics_and_resumes_when_done(x32, tmp_path):

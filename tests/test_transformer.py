@@ -11,6 +11,10 @@ from jax.test_util import check_grads
 
 import jattn
 from tests import oracles_layers as oracle
+from tests import helpers
+
+# Run on the floor versions too (.ci/run: pytest -m floor in Colab's pins).
+pytestmark = pytest.mark.floor
 
 N, D, H, F = 5, 8, 2, 12
 MASK = jnp.array([True, True, True, False, True])
@@ -44,9 +48,6 @@ def _params(seed, d=D, h=H, f=F, *, g=None, use_bias=True,
   return jax.tree.map(lambda a: jnp.asarray(a, dtype), params)
 
 
-def _rel_err(got, want):
-  got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-  return np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30)
 
 
 # ------------------------------------------------------ feed-forward and norm
@@ -138,16 +139,16 @@ def test_custom_attention_fn_replaces_the_attention_sublayer():
   params, x = _params(9), _inputs(10)
   calls = []
 
-  def doubled(p, h_ND, mask, *, positions, is_causal, precision):
+  def doubled(q_LHK, k_MGK, v_MGV, mask=None, **core_args):
+    """An attention core (jattn.attention's signature) giving 2x softmax."""
     calls.append(np.shape(mask))
-    return 2 * jattn.self_attention(p, h_ND, mask, positions=positions,
-                                    is_causal=is_causal, precision=precision)
+    return 2 * jattn.dot_product_attention(q_LHK, k_MGK, v_MGV, mask,
+                                           **core_args)
 
-  # Doubling the attention output = doubling w_o in the oracle's block.
+  # Doubling the attention core's output = doubling w_o (not b_o) in the
+  # oracle's block.
   doubled_params = dict(params, attention=dict(
       params["attention"], w_o=2 * params["attention"]["w_o"]))
-  if "b_o" in params["attention"]:
-    doubled_params["attention"]["b_o"] = 2 * params["attention"]["b_o"]
   got = jattn.transformer_block(params, x, MASK, attention_fn=doubled)
   want = oracle.transformer_block(doubled_params, x, MASK)[0]
   np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
@@ -184,7 +185,7 @@ class BlockVariantsTest(chex.TestCase):
     got = self.variant(lambda p, x, m: jattn.transformer_block(
         p, x, m, precision=jax.lax.Precision.HIGHEST))(params, x, MASK)
     chex.assert_type(got, jnp.float32)
-    self.assertLess(_rel_err(got, oracle.transformer_block(params, x,
+    self.assertLess(helpers.max_rel_error(got, oracle.transformer_block(params, x,
                                                            MASK)[0]), 1e-5)
 
   @chex.variants(with_jit=True, without_jit=True)

@@ -7,7 +7,10 @@
   dependent primitives in the jaxpr with scans unrolled.
 * `dependency_pattern`, `hops`, `max_path_length`, `recurrence_step_graph`,
   `recurrence_steps`: maximum path length from Jacobian structure.
+* `executed_cost`: FLOPs and critical path of one call as it runs, every
+  `while` trip and `cond` branch taken included (XLA counts loop bodies once).
 * `time_layer`, `time_call`: wall-clock forward and forward+backward.
+* `describe_device`: the device and the host's load, for results files.
 * `growth_exponent`: log-log slope.
 """
 
@@ -16,13 +19,14 @@ from jattn.analysis.closed_form import conv_flops
 from jattn.analysis.closed_form import dot_product_attention_flops
 from jattn.analysis.closed_form import rnn_flops
 from jattn.analysis.critical_path import critical_path_length
+from jattn.analysis.executed_cost import executed_cost
 from jattn.analysis.fit import growth_exponent
+from jattn.analysis.machine import describe_device
 from jattn.analysis.path_length import dependency_pattern
 from jattn.analysis.path_length import hops
 from jattn.analysis.path_length import max_path_length
 from jattn.analysis.path_length import recurrence_step_graph
 from jattn.analysis.path_length import recurrence_steps
-from jattn.analysis.timing import device_name
 from jattn.analysis.timing import time_call
 from jattn.analysis.timing import time_layer
 from jattn.analysis.xla_cost import compiled_cost
@@ -30,7 +34,8 @@ from jattn.analysis.xla_cost import xla_flops
 
 __all__ = [
     "attention_flops", "compiled_cost", "conv_flops", "critical_path_length",
-    "dependency_pattern", "device_name", "dot_product_attention_flops", "growth_exponent", "hops",
-    "max_path_length", "recurrence_step_graph", "recurrence_steps",
-    "rnn_flops", "time_call", "time_layer", "xla_flops",
+    "dependency_pattern", "describe_device", "dot_product_attention_flops",
+    "executed_cost", "growth_exponent", "hops", "max_path_length",
+    "recurrence_step_graph", "recurrence_steps", "rnn_flops", "time_call",
+    "time_layer", "xla_flops",
 ]

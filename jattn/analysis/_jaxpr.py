@@ -18,13 +18,24 @@ def open_jaxpr(jaxpr):
       else jaxpr
 
 
-def call_body(eqn):
+# Parameters holding the body of a call-like primitive: "jaxpr" (jit, remat),
+# "call_jaxpr" / "fun_jaxpr" (custom_jvp_call, custom_vjp_call).
+CALL_PARAMS = ("jaxpr", "call_jaxpr", "fun_jaxpr")
+
+
+def call_body(eqn, params=CALL_PARAMS):
   """The sub-jaxpr a call-like equation (jit, remat, custom_jvp/vjp) runs on
   its inputs one-to-one, or None for other primitives (scan, while and cond
-  are handled by their callers)."""
+  are handled by their callers).
+
+  Args:
+    eqn: a jaxpr equation.
+    params: the names of the parameters that may hold the body, tried in
+      order (add "call" for custom_vmap_call).
+  """
   if eqn.primitive.name in ("scan", "while", "cond"):
     return None
-  for name in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
+  for name in params:
     sub = eqn.params.get(name)
     if sub is not None and hasattr(open_jaxpr(sub), "eqns"):
       if len(open_jaxpr(sub).invars) == len(eqn.invars):

@@ -53,13 +53,3 @@ def time_layer(layer_fn, params, x, *, repeats: int = 5,
                                     min_seconds=min_seconds),
   }
 
-
-def device_name() -> str:
-  """A readable name of the default device, e.g. 'cpu (2 cores)'."""
-  import os
-
-  device = jax.devices()[0]
-  kind = getattr(device, "device_kind", device.platform)
-  if device.platform == "cpu":
-    return f"cpu ({os.cpu_count()} cores, {kind})"
-  return f"{device.platform} ({kind})"

@@ -55,6 +55,12 @@ class _Key:
     return self.closed_jaxpr is other.closed_jaxpr
 
 
+def jaxpr_cost(closed_jaxpr) -> dict:
+  """`compiled_cost` of a ClosedJaxpr (a loop body, a branch) compiled on its
+  own, cached by identity (the cache keeps the jaxpr alive)."""
+  return _body_cost(_Key(closed_jaxpr))
+
+
 def _missing_loop_cost(jaxpr, field: str) -> float:
   """What XLA's count misses in `jaxpr`: (trip - 1) x each scan body."""
   extra = 0.0
@@ -62,7 +68,7 @@ def _missing_loop_cost(jaxpr, field: str) -> float:
     if eqn.primitive.name == "scan":
       body = eqn.params["jaxpr"]
       length = eqn.params["length"]
-      once = _body_cost(_Key(body))[field]
+      once = jaxpr_cost(body)[field]
       inner = _missing_loop_cost(body, field)
       extra += (length - 1) * once + length * inner
     else:

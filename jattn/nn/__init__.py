@@ -11,7 +11,10 @@ The nnx modules live at the top of `jattn.nn`; the linen modules, with the
 same names and arguments (hyperparameters as dataclass fields), live in
 `jattn.nn.linen`. Layers: `SelfAttention`, `MultiHeadAttention`,
 `AdditiveAttention`, `LearnedEncoding`, `SinusoidalEncoding`, `ConvLayer`,
-`RNNLayer`, `TransformerBlock`.
+`RNNLayer`, `TransformerBlock`, and the sub-quadratic self-attention layers
+`LocalSelfAttention`, `LinearSelfAttention`, `PerformerSelfAttention`
+(nnx keeps the Performer's random features in a `RandomFeatures` variable,
+linen in the "random_features" collection).
 
 Every wrapper only declares parameters (made by the jattn `init_*` function)
 and calls the pure function, vmapped over any number of leading batch axes:
@@ -36,16 +39,9 @@ import Flax.
 
 from __future__ import annotations
 
-from jattn._compat import capture_intermediates
 from jattn.nn import linen_modules as linen
+from jattn.nn._compat import capture_intermediates
 from jattn.nn.convert import linen_variables
-from jattn.nn.efficient import LinearSelfAttention
-from jattn.nn.efficient import LinenLinearSelfAttention
-from jattn.nn.efficient import LinenLocalSelfAttention
-from jattn.nn.efficient import LinenPerformerSelfAttention
-from jattn.nn.efficient import LocalSelfAttention
-from jattn.nn.efficient import PerformerSelfAttention
-from jattn.nn.efficient import RandomFeatures
 from jattn.nn.convert import nnx_load_params
 from jattn.nn.convert import params_from_linen
 from jattn.nn.convert import params_from_nnx
@@ -55,7 +51,11 @@ from jattn.nn.nnx_modules import ATTENTION_WEIGHTS
 from jattn.nn.nnx_modules import AdditiveAttention
 from jattn.nn.nnx_modules import ConvLayer
 from jattn.nn.nnx_modules import LearnedEncoding
+from jattn.nn.nnx_modules import LinearSelfAttention
+from jattn.nn.nnx_modules import LocalSelfAttention
 from jattn.nn.nnx_modules import MultiHeadAttention
+from jattn.nn.nnx_modules import PerformerSelfAttention
+from jattn.nn.nnx_modules import RandomFeatures
 from jattn.nn.nnx_modules import RNNLayer
 from jattn.nn.nnx_modules import SelfAttention
 from jattn.nn.nnx_modules import SinusoidalEncoding
@@ -67,9 +67,6 @@ __all__ = [
     "ConvLayer",
     "LearnedEncoding",
     "LinearSelfAttention",
-    "LinenLinearSelfAttention",
-    "LinenLocalSelfAttention",
-    "LinenPerformerSelfAttention",
     "LocalSelfAttention",
     "MultiHeadAttention",
     "PerformerSelfAttention",

@@ -47,6 +47,22 @@ def self_attention(params, x, mask=None, *, bias=None, positions=None,
                              positions=positions)
 
 
+def subquadratic_self_attention(layer_fn, params, x, mask=None, *,
+                                positions=None, bias=None, **kwargs):
+  """`layer_fn(params, x, mask, positions=..., **kwargs)` (a layer of
+  `jattn.subquadratic`) over the leading batch axes of x (*B, N, D) ->
+  (*B, N, D); mask, positions (and bias, when not None) carry the same
+  leading axes."""
+  lead = _batch.batch_shape(x, "x", 2)
+
+  def one(x, mask, positions, bias):
+    extra = {} if bias is None else {"bias": bias}
+    return layer_fn(params, x, mask, positions=positions, **extra, **kwargs)
+
+  return _batch.vmap_leading(one, lead, x=x, mask=mask, positions=positions,
+                             bias=bias)
+
+
 def additive_attention(params, q, k, v, mask=None):
   """q (*B, L, Dq), k (*B, M, Dk), v (*B, M, V) -> ((*B, L, V), (*B, L, M))."""
   lead = _batch.batch_shape(q, "q", 2)

@@ -27,7 +27,9 @@ from jattn import conv
 from jattn import multihead
 from jattn import positional
 from jattn import rnn
+from jattn import subquadratic
 from jattn import transformer
+from jattn.attention import performer as performer_lib
 from jattn.nn import _calls
 
 ATTENTION_WEIGHTS = "attention_weights"
@@ -252,3 +254,95 @@ class TransformerBlock(nn.Module):
         deterministic=not use_dropout, activation=self.activation,
         precision=self.precision)
     return _emit_weights(self, y, weights, return_weights, sow_weights)
+
+
+# ---------------------------------------------------------------------------
+# The sub-quadratic self-attention layers (`jattn.subquadratic`). The
+# Performer's (P, K) projection lives in the "random_features" collection,
+# drawn at init from the "params" RNG (redraw: replace
+# `variables["random_features"]["projection"]` by
+# `jattn.attention.performer.random_features(key, P, K)`).
+
+
+def _self_attention_params(module: nn.Module) -> dict:
+  """The `init_self_attention` params of a sub-quadratic module."""
+  return _declare_params(module, functools.partial(
+      multihead.init_self_attention, d_model=module.d_model,
+      num_heads=module.num_heads, head_dim=module.head_dim,
+      num_kv_heads=module.num_kv_heads, use_bias=module.use_bias,
+      dtype=module.param_dtype))
+
+
+class LocalSelfAttention(nn.Module):
+  """linen `jattn.local_self_attention` (as `jattn.nn.LocalSelfAttention`)."""
+  d_model: int
+  num_heads: int
+  window: Any = None
+  head_dim: int | None = None
+  num_kv_heads: int | None = None
+  use_bias: bool = False
+  is_causal: bool = False
+  scale: float | None = None
+  precision: Any = None
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, mask=None, *, bias=None, positions=None):
+    return _calls.subquadratic_self_attention(
+        subquadratic.local_self_attention, _self_attention_params(self), x, mask,
+        positions=positions, bias=bias, window=self.window, scale=self.scale,
+        is_causal=self.is_causal, precision=self.precision)
+
+
+class LinearSelfAttention(nn.Module):
+  """linen `jattn.linear_self_attention` (as `jattn.nn.LinearSelfAttention`)."""
+  d_model: int
+  num_heads: int
+  head_dim: int | None = None
+  num_kv_heads: int | None = None
+  use_bias: bool = False
+  is_causal: bool = False
+  chunk_size: int | None = None
+  precision: Any = None
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, mask=None, *, positions=None):
+    return _calls.subquadratic_self_attention(
+        subquadratic.linear_self_attention, _self_attention_params(self), x, mask,
+        positions=positions, is_causal=self.is_causal,
+        chunk_size=self.chunk_size, precision=self.precision)
+
+
+class PerformerSelfAttention(nn.Module):
+  """linen `jattn.performer_self_attention`; the (P, K) projection lives in
+  the "random_features" collection, drawn at init from the "params" RNG."""
+  d_model: int
+  num_heads: int
+  num_features: int | None = None
+  orthogonal: bool = True
+  head_dim: int | None = None
+  num_kv_heads: int | None = None
+  use_bias: bool = False
+  is_causal: bool = False
+  scale: float | None = None
+  chunk_size: int | None = None
+  precision: Any = None
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, mask=None, *, positions=None):
+    params = _self_attention_params(self)
+    K = (self.d_model // self.num_heads if self.head_dim is None
+         else self.head_dim)
+    P = (performer_lib.default_num_features(K) if self.num_features is None
+         else self.num_features)
+    projection = self.variable(
+        "random_features", "projection",
+        lambda: performer_lib.random_features(
+            self.make_rng("params"), P, K, orthogonal=self.orthogonal))
+    return _calls.subquadratic_self_attention(
+        subquadratic.performer_self_attention, params, x, mask,
+        positions=positions, projection=projection.value, scale=self.scale,
+        is_causal=self.is_causal, chunk_size=self.chunk_size,
+        precision=self.precision)

@@ -32,7 +32,9 @@ from jattn import conv
 from jattn import multihead
 from jattn import positional
 from jattn import rnn
+from jattn import subquadratic
 from jattn import transformer
+from jattn.attention import performer as performer_lib
 from jattn.nn import _calls
 from jattn.nn._nnx_params import get_params
 from jattn.nn._nnx_params import set_params
@@ -286,3 +288,121 @@ class TransformerBlock(nnx.Module):
         deterministic=not use_dropout, activation=self.activation,
         precision=self.precision)
     return _emit_weights(self, y, weights, return_weights, sow_weights)
+
+
+# ---------------------------------------------------------------------------
+# The sub-quadratic self-attention layers (`jattn.subquadratic`): the params
+# of `init_self_attention`; the Performer's (P, K) random projection is
+# state, not a parameter (a `RandomFeatures` variable, excluded from
+# `nnx.Param` so optimisers leave it alone), drawn at construction from
+# `rngs.params()` and redrawn by `redraw(key)`.
+
+
+def _head_dim(d_model: int, num_heads: int, head_dim: int | None) -> int:
+  return d_model // num_heads if head_dim is None else head_dim
+
+
+class RandomFeatures(nnx.Variable):
+  """Non-trainable random features (the Performer's projection)."""
+
+
+class _NNXSelfAttentionBase(nnx.Module):
+  """Params of `init_self_attention` and the shared attributes."""
+
+  def __init__(self, d_model: int, num_heads: int, *,
+               head_dim: int | None, num_kv_heads: int | None,
+               use_bias: bool, is_causal: bool, precision, param_dtype,
+               rngs: nnx.Rngs):
+    self.is_causal = is_causal
+    self.precision = precision
+    set_params(self, multihead.init_self_attention(
+        rngs.params(), d_model, num_heads, head_dim=head_dim,
+        num_kv_heads=num_kv_heads, use_bias=use_bias, dtype=param_dtype))
+
+
+class LocalSelfAttention(_NNXSelfAttentionBase):
+  """`jattn.local_self_attention`: (*B, N, D) -> (*B, N, D), window `window`
+  (an int w: |j - i| < w; or (left, right))."""
+
+  def __init__(self, d_model: int, num_heads: int, *, window,
+               head_dim: int | None = None, num_kv_heads: int | None = None,
+               use_bias: bool = False, is_causal: bool = False, scale=None,
+               precision=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    super().__init__(d_model, num_heads, head_dim=head_dim,
+                     num_kv_heads=num_kv_heads, use_bias=use_bias,
+                     is_causal=is_causal, precision=precision,
+                     param_dtype=param_dtype, rngs=rngs)
+    self.window = window
+    self.scale = scale
+
+  def __call__(self, x, mask=None, *, bias=None, positions=None):
+    """x (*B, N, D); mask/bias (*B, ...) broadcastable per example to
+    (H, N, N); positions (*B, N) for rotary embeddings."""
+    return _calls.subquadratic_self_attention(
+        subquadratic.local_self_attention, get_params(self), x, mask,
+        positions=positions, bias=bias, window=self.window, scale=self.scale,
+        is_causal=self.is_causal, precision=self.precision)
+
+
+class LinearSelfAttention(_NNXSelfAttentionBase):
+  """`jattn.linear_self_attention`: (*B, N, D) -> (*B, N, D)."""
+
+  def __init__(self, d_model: int, num_heads: int, *,
+               head_dim: int | None = None, num_kv_heads: int | None = None,
+               use_bias: bool = False, is_causal: bool = False,
+               chunk_size: int | None = None, precision=None,
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
+    super().__init__(d_model, num_heads, head_dim=head_dim,
+                     num_kv_heads=num_kv_heads, use_bias=use_bias,
+                     is_causal=is_causal, precision=precision,
+                     param_dtype=param_dtype, rngs=rngs)
+    self.chunk_size = chunk_size
+
+  def __call__(self, x, mask=None, *, positions=None):
+    """x (*B, N, D); mask: bool (*B, N) (or (*B, 1, N), (*B, H, 1, N)) key
+    padding; positions (*B, N) for rotary embeddings."""
+    return _calls.subquadratic_self_attention(
+        subquadratic.linear_self_attention, get_params(self), x, mask,
+        positions=positions, is_causal=self.is_causal,
+        chunk_size=self.chunk_size, precision=self.precision)
+
+
+class PerformerSelfAttention(_NNXSelfAttentionBase):
+  """`jattn.performer_self_attention`: (*B, N, D) -> (*B, N, D).
+
+  `projection` (a `RandomFeatures` variable, (P, K)) is drawn from
+  `rngs.params()` after the params; `redraw(key)` draws new features.
+  """
+
+  def __init__(self, d_model: int, num_heads: int, *,
+               num_features: int | None = None, orthogonal: bool = True,
+               head_dim: int | None = None, num_kv_heads: int | None = None,
+               use_bias: bool = False, is_causal: bool = False, scale=None,
+               chunk_size: int | None = None, precision=None,
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
+    super().__init__(d_model, num_heads, head_dim=head_dim,
+                     num_kv_heads=num_kv_heads, use_bias=use_bias,
+                     is_causal=is_causal, precision=precision,
+                     param_dtype=param_dtype, rngs=rngs)
+    K = _head_dim(d_model, num_heads, head_dim)
+    self.num_features = (performer_lib.default_num_features(K)
+                         if num_features is None else num_features)
+    self.head_dim = K
+    self.orthogonal = orthogonal
+    self.scale = scale
+    self.chunk_size = chunk_size
+    self.redraw(rngs.params())
+
+  def redraw(self, key) -> None:
+    """Replaces the random features by a fresh draw from `key`."""
+    self.projection = RandomFeatures(performer_lib.random_features(
+        key, self.num_features, self.head_dim, orthogonal=self.orthogonal))
+
+  def __call__(self, x, mask=None, *, positions=None):
+    """x (*B, N, D); mask: bool (*B, N) (or (*B, 1, N), (*B, H, 1, N)) key
+    padding; positions (*B, N) for rotary embeddings."""
+    return _calls.subquadratic_self_attention(
+        subquadratic.performer_self_attention, get_params(self), x, mask,
+        positions=positions, projection=self.projection[...],
+        scale=self.scale, is_causal=self.is_causal,
+        chunk_size=self.chunk_size, precision=self.precision)

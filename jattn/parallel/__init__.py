@@ -7,11 +7,13 @@ attention.
   ring.py    ring attention: ring_attention (a batch of global arrays),
              ring_dot_product_attention (one example, vmap it) and
              ring_attention_shard (inside your own shard_map).
-  blocks.py  ring_self_attention and ring_transformer_block: jattn's
-             layers with a ring-attention core (jattn.models uses them when
+  blocks.py  ring_core (ring attention as an attention_fn core),
+             ring_self_attention and ring_transformer_block: jattn's
+             layers with that core (jattn.models uses them when
              the current mesh has seq > 1).
 """
 
+from jattn.parallel.blocks import ring_core
 from jattn.parallel.blocks import ring_self_attention
 from jattn.parallel.blocks import ring_transformer_block
 from jattn.parallel.blocks import seq_parallel_active
@@ -41,6 +43,7 @@ __all__ = [
     "param_shardings",
     "replicated",
     "resolve_mesh",
+    "ring_core",
     "ring_attention",
     "ring_attention_shard",
     "ring_dot_product_attention",

@@ -15,16 +15,11 @@ current mesh (`jax.set_mesh`) has an axis "seq" of size > 1.
 
 from __future__ import annotations
 
-import functools
-
-import chex
 import jax
 import numpy as np
 
-from jattn import _checks
 from jattn import _compat
 from jattn import multihead
-from jattn import positional
 from jattn import transformer
 from jattn.parallel import ring
 
@@ -44,11 +39,39 @@ def _head_axis(mesh, head_axis, H: int, G: int):
   return head_axis if size > 1 and not H % size and not G % size else None
 
 
+def ring_core(mesh=None, *, seq_axis: str = "seq",
+              head_axis: str | None = "model"):
+  """Ring attention as an attention core (`jattn.attention`'s signature), for
+  `self_attention(..., attention_fn=ring_core(mesh))` and
+  `transformer_block(..., attention_fn=...)`.
+
+  Args:
+    mesh: the mesh; None = the current mesh (`jax.set_mesh`) at call time.
+    seq_axis: mesh axis of the sequence.
+    head_axis: mesh axis for the heads, used when its size divides the
+      numbers of query and key/value heads (as `param_shardings` splits
+      them); None never splits heads.
+
+  Returns:
+    `core(q_LHK, k_MGK, v_MGV, mask=None, **core_args) -> (L, H, V)`, a
+    `ring.ring_dot_product_attention` (key-padding masks, causal, valid
+    lengths; bias and local windows raise ValueError).
+  """
+  def core(q_LHK, k_MGK, v_MGV, mask=None, **core_args):
+    resolved = ring.resolve_mesh(mesh)
+    H, G = q_LHK.shape[1], k_MGK.shape[1]
+    return ring.ring_dot_product_attention(
+        q_LHK, k_MGK, v_MGV, mask, mesh=resolved, seq_axis=seq_axis,
+        head_axis=_head_axis(resolved, head_axis, H, G), **core_args)
+
+  return core
+
+
 def ring_self_attention(params, x_ND, mask=None, *, positions=None,
                         is_causal: bool = False, scale=None, precision=None,
                         mesh=None, seq_axis: str = "seq",
                         head_axis: str | None = "model"):
-  """`jattn.self_attention` with a ring-attention core.
+  """`jattn.self_attention` with the ring-attention core (`ring_core`).
 
   Args:
     params: dict from `jattn.init_self_attention`.
@@ -56,33 +79,15 @@ def ring_self_attention(params, x_ND, mask=None, *, positions=None,
     mask: optional key-padding mask, bool (N,), (1, N) or (1, 1, N).
     positions: optional (N,) positions for rotary embeddings.
     is_causal, scale, precision: as in `jattn.self_attention`.
-    mesh: the mesh; None = the current mesh (`jax.set_mesh`).
-    seq_axis: mesh axis of the sequence.
-    head_axis: mesh axis for the heads, used when its size divides the
-      numbers of query and key/value heads (as `param_shardings` splits
-      them); None never splits heads.
+    mesh, seq_axis, head_axis: as in `ring_core`.
 
   Returns:
     (N, D) in x's dtype.
   """
-  _, _, H, G, _, _, Do = multihead.check_mha_params(params)
-  x_ND = jax.numpy.asarray(x_ND)
-  _checks.check_rank(x_ND, "x_ND", 2)
-  _checks.check_floating(x_ND, "x_ND")
-  mesh = ring.resolve_mesh(mesh)
-  q_NHK, k_NGK, v_NGV = multihead.project_qkv(params, x_ND, x_ND,
-                                              precision=precision)
-  if positions is not None:
-    q_NHK = positional.apply_rope(q_NHK, positions)
-    k_NGK = positional.apply_rope(k_NGK, positions)
-  out_NHV = ring.ring_dot_product_attention(
-      q_NHK, k_NGK, v_NGV, mask, mesh=mesh, seq_axis=seq_axis,
-      head_axis=_head_axis(mesh, head_axis, H, G), scale=scale,
-      is_causal=is_causal, precision=precision)
-  y_ND = multihead.project_output(params, out_NHV, precision=precision)
-  y_ND = y_ND.astype(x_ND.dtype)
-  chex.assert_shape(y_ND, (x_ND.shape[0], Do))
-  return y_ND
+  return multihead.self_attention(
+      params, x_ND, mask, positions=positions, is_causal=is_causal,
+      scale=scale, precision=precision,
+      attention_fn=ring_core(mesh, seq_axis=seq_axis, head_axis=head_axis))
 
 
 def ring_transformer_block(params, x_ND, mask=None, *, pre_norm: bool = False,
@@ -111,8 +116,7 @@ def ring_transformer_block(params, x_ND, mask=None, *, pre_norm: bool = False,
     raise ValueError(
         "mask: expected a bool (N,) token mask for the ring transformer "
         f"block, got shape {np.shape(mask)}")
-  attention_fn = functools.partial(ring_self_attention, mesh=mesh,
-                                   seq_axis=seq_axis, head_axis=head_axis)
+  attention_fn = ring_core(mesh, seq_axis=seq_axis, head_axis=head_axis)
   return transformer.transformer_block(
       params, x_ND, mask, pre_norm=pre_norm, is_causal=is_causal,
       positions=positions, dropout_rate=dropout_rate, dropout_key=dropout_key,

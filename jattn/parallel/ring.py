@@ -5,7 +5,7 @@ over a mesh axis (default "seq"): device i holds queries and keys/values
 i * S ... (i + 1) * S - 1. Each device keeps its queries and passes its
 key/value shard around the ring (`jax.lax.ppermute`, device i -> i + 1), so
 after p hops every query block has seen every key block; per hop it runs the
-blockwise (flash-style) tile loop of `jattn.blockwise` and merges the hop's
+blockwise (flash-style) tile loop of `jattn.attention.blockwise` and merges the hop's
 (output, log-sum-exp) into a running pair (online softmax across hops). No
 device ever holds more than two key/value shards and one tile of logits:
 per-device memory is O(n / p) in the sequence length n.
@@ -64,9 +64,8 @@ from jax.sharding import PartitionSpec as P
 
 from jattn import _checks
 from jattn import _compat
-from jattn import attention as attention_lib
-from jattn import blockwise
 from jattn import softmax as softmax_lib
+from jattn.attention import blockwise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,7 +160,7 @@ def _ring_forward(ring: _Ring, q, kT, v, mask, key_len):
     src = (idx - t) % p
 
     def compute(state):
-      o_t, lse_t = blockwise._forward_core(  # pylint: disable=protected-access
+      o_t, lse_t = blockwise.forward_core(
           plan, q, kT_t, v_t, None, mask_t, _local_len(ring, key_len, src))
       return _merge(*state, o_t, lse_t)
 
@@ -189,7 +188,7 @@ def _ring_backward(ring: _Ring, res, d_out):
       dq, dkT, dv = carry
       res_t = (q, kT_t, v_t, None, mask_t, _local_len(ring, key_len, src),
                out, lse)
-      dq_t, dkT_t, dv_t, _, _, _ = blockwise._backward_core(  # pylint: disable=protected-access
+      dq_t, dkT_t, dv_t, _, _, _ = blockwise.backward_core(
           plan, res_t, d_out)
       return (dq + dq_t.astype(acc), dkT + dkT_t.astype(acc),
               dv + dv_t.astype(acc))
@@ -259,15 +258,13 @@ def _unsupported(bias, local_window) -> None:
 
 def _check_common(q, k, v, is_causal, key_valid_len, query_valid_len,
                   block_q, block_k):
-  L, M, H, G, K, V = attention_lib._check_qkv(q, k, v)  # pylint: disable=protected-access
-  if not isinstance(is_causal, bool):
-    raise TypeError(
-        f"is_causal: expected a bool, got {type(is_causal).__name__}")
+  L, M, H, G, K, V = _checks.check_qkv(q, k, v)
+  _checks.check_static_bool(is_causal, "is_causal")
   if is_causal and L != M:
     raise ValueError(
         f"is_causal: expected as many queries as keys for causal ring "
         f"attention, got L={L} queries and M={M} keys")
-  attention_lib._check_lengths(key_valid_len, query_valid_len, L)  # pylint: disable=protected-access
+  _checks.check_lengths(key_valid_len, query_valid_len, L)
   for name, block in (("block_q", block_q), ("block_k", block_k)):
     if block is not None:
       _checks.check_positive_int(block, name)

@@ -4,7 +4,8 @@ r"""Command line: write the plots of a run's folder as PNGs.
       [--config=configs/copy.py:attention --config.task.delay=200 ...]
 
 Writes training_curves.png from WORKDIR/metrics.jsonl, the complexity plots
-when WORKDIR holds complexity.json, and, given the run's config (the same
+when WORKDIR holds complexity.json, the copy-task plots when it holds
+copy.json, and, given the run's config (the same
 --config flags as the training command: the folder does not record them),
 attention heatmaps of its latest checkpoint. PNGs go next to the metrics
 unless --out says otherwise; their paths are printed, one a line.

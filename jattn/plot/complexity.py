@@ -8,10 +8,14 @@
                (seconds per call)
   path_length  {"self-attention": {n: length}, "rnn": {n: steps},
                 "cnn": {k: {n: length}}, "dilated cnn": {k: {n: length}}}
+  subquadratic     (optional) {"flops": {layer: {"by_n": [[n, FLOPs, ...]]}},
+                "time": {layer: {"samples": [{"n", "forward",
+                "temp_bytes"}]}}, "device"} for the local, linear and
+                Performer layers
 
 JSON turns the integer keys of path_length into strings; these functions
-accept both. `write_complexity_plots` writes flops_vs_n.png, time_vs_n.png
-and path_length_vs_n.png.
+accept both. `write_complexity_plots` writes flops_vs_n.png, time_vs_n.png,
+path_length_vs_n.png and, when the results have subquadratic, subquadratic_vs_n.png.
 """
 
 from __future__ import annotations
@@ -98,8 +102,47 @@ def plot_path_length_vs_n(results: Mapping):
   return fig
 
 
+def plot_subquadratic_vs_n(results: Mapping):
+  """The sub-quadratic family against n, dense self-attention dashed:
+  FLOPs per layer, forward milliseconds and compiled temporary MiB."""
+  plt = _mpl.pyplot()
+  subquadratic, grid = results["subquadratic"], results["grid"]
+  dense_flops = results.get("flops", {}).get("self-attention")
+  dense_time = results.get("time", {}).get("self-attention", {})
+  device = subquadratic.get("device", results.get("device", ""))
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+  ax = axes[0]
+  for name, row in subquadratic["flops"].items():
+    ns, flops = zip(*[(r[0], r[1]) for r in row["by_n"]])
+    ax.loglog(ns, flops, "o-", label=name)
+  if dense_flops:
+    ns, flops = zip(*[(r[0], r[1]) for r in dense_flops["by_n"]])
+    ax.loglog(ns, flops, "k--", label="self-attention (dense)")
+  ax.set(xlabel="n (tokens)", ylabel="FLOPs per layer",
+         title=f"FLOPs vs n, d={grid['d_fixed']}")
+  ax.legend(fontsize=8)
+  for ax, key, label, scale in (
+      (axes[1], "forward", "forward ms", 1e3),
+      (axes[2], "temp_bytes", "compiled temp MiB", 2.0 ** -20)):
+    rows = dict(subquadratic["time"])
+    if dense_time.get("samples"):
+      rows["self-attention (dense)"] = dense_time
+    for name, row in rows.items():
+      samples = row["samples"]
+      ax.loglog([s["n"] for s in samples],
+                [(s[key] or 0) * scale for s in samples],
+                "k--" if name == "self-attention (dense)" else "o-",
+                label=name)
+    ax.set(xlabel="n (tokens)", ylabel=label,
+           title=f"{label}, d={grid['d_time']}\n{device}")
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  return fig
+
+
 def write_complexity_plots(results, out) -> list[str]:
-  """Writes OUT/flops_vs_n.png, time_vs_n.png and path_length_vs_n.png.
+  """Writes OUT/flops_vs_n.png, time_vs_n.png, path_length_vs_n.png and,
+  for results with subquadratic, subquadratic_vs_n.png.
 
   Args:
     results: the results dict, or a path to complexity.json or its folder.
@@ -112,7 +155,9 @@ def write_complexity_plots(results, out) -> list[str]:
     results = load_results(results)
   out = pathlib.Path(os.fspath(out))
   out.mkdir(parents=True, exist_ok=True)
-  return [_mpl.save(draw(results), out / name) for name, draw in (
-      ("flops_vs_n.png", plot_flops_vs_n),
-      ("time_vs_n.png", plot_time_vs_n),
-      ("path_length_vs_n.png", plot_path_length_vs_n))]
+  figures = [("flops_vs_n.png", plot_flops_vs_n),
+             ("time_vs_n.png", plot_time_vs_n),
+             ("path_length_vs_n.png", plot_path_length_vs_n)]
+  if "subquadratic" in results:
+    figures.append(("subquadratic_vs_n.png", plot_subquadratic_vs_n))
+  return [_mpl.save(draw(results), out / name) for name, draw in figures]

@@ -6,7 +6,10 @@
                                  and attention_copy_head.png (the head with
                                  the highest copy score)
   WORKDIR/complexity.json     -> flops_vs_n.png, time_vs_n.png,
-                                 path_length_vs_n.png
+                                 path_length_vs_n.png (and subquadratic_vs_n.png)
+  WORKDIR/copy.json           -> accuracy_vs_delay.png (and
+                                 accuracy_vs_symbols.png,
+                                 gradient_vs_position.png)
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from jattn import checkpoint as checkpoint_lib
 from jattn import metrics as metrics_lib
 from jattn.plot import _mpl
 from jattn.plot import complexity
+from jattn.plot import copy_task
 from jattn.plot import curves
 from jattn.plot import heatmaps
 
@@ -27,7 +31,8 @@ def write_plots(workdir, *, out=None, config=None, seed: int = 0,
   """Writes the PNGs of the module docstring; returns their paths.
 
   Args:
-    workdir: a training run's folder, or a folder with complexity.json.
+    workdir: a training run's folder, or a folder with complexity.json or
+      copy.json.
     out: where to write (default: `workdir`, next to the metrics).
     config: the run's config (sections task and model), needed for the
       attention heatmaps; without it they are skipped.
@@ -42,11 +47,12 @@ def write_plots(workdir, *, out=None, config=None, seed: int = 0,
   has_metrics = (workdir / metrics_lib.METRICS_FILE).is_file()
   has_checkpoints = checkpoint_lib.checkpoint_dir(workdir).is_dir()
   has_complexity = (workdir / complexity.COMPLEXITY_FILE).is_file()
-  if not (has_metrics or has_checkpoints or has_complexity):
+  has_copy = (workdir / copy_task.COPY_FILE).is_file()
+  if not (has_metrics or has_checkpoints or has_complexity or has_copy):
     raise FileNotFoundError(
         f"workdir: expected a folder with {metrics_lib.METRICS_FILE}, "
-        f"{checkpoint_lib.CHECKPOINT_DIR}/ or {complexity.COMPLEXITY_FILE}, "
-        f"got {os.fspath(workdir)!r}")
+        f"{checkpoint_lib.CHECKPOINT_DIR}/, {complexity.COMPLEXITY_FILE} or "
+        f"{copy_task.COPY_FILE}, got {os.fspath(workdir)!r}")
   out.mkdir(parents=True, exist_ok=True)
   written = []
   if has_metrics:
@@ -73,4 +79,6 @@ def write_plots(workdir, *, out=None, config=None, seed: int = 0,
         out / "attention_copy_head.png"))
   if has_complexity:
     written += complexity.write_complexity_plots(workdir, out)
+  if has_copy:
+    written += copy_task.write_copy_plots(workdir, out)
   return written

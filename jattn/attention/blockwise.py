@@ -24,8 +24,8 @@ stacked into one matmul (grouped-query attention). On CPU the plan is
 heads batch dimensions of every tile op). On accelerators the batch and heads
 are batch dimensions of the tile matmuls.
 
-`jattn.dot_product_attention(..., implementation="blockwise")` validates the
-arguments and calls `attend`. Only first-order reverse-mode differentiation
+`attention` is the core (the signature of every core in `jattn.attention`);
+`jattn.dot_product_attention(..., implementation="blockwise")` calls it. Only first-order reverse-mode differentiation
 (grad, vjp, jacrev) is defined; forward mode (jvp, jacfwd, hessian) needs
 `implementation="dense"`.
 
@@ -46,6 +46,7 @@ import jax.custom_batching
 import jax.numpy as jnp
 from jax import lax
 
+from jattn import _checks
 from jattn import softmax as softmax_lib
 
 # Tile sizes tuned on the 2-core AVX-512 CPU of experiments/attention (K = 64,
@@ -486,7 +487,9 @@ def _backward_by_head(plan: Plan, res, d_out):
   return dq, dkT, dv, dbias, None, None
 
 
-def _forward_core(plan: Plan, q, kT, v, bias, mask, key_len):
+def forward_core(plan: Plan, q, kT, v, bias, mask, key_len):
+  """`forward`, per head and per batch element when `plan.sequential`
+  (the undifferentiated forward; `jattn.parallel` runs it per ring hop)."""
   if not plan.sequential:
     return forward(plan, q, kT, v, bias, mask, key_len)
   run = jax.custom_batching.sequential_vmap(
@@ -494,7 +497,8 @@ def _forward_core(plan: Plan, q, kT, v, bias, mask, key_len):
   return run(q, kT, v, bias, mask, key_len)
 
 
-def _backward_core(plan: Plan, res, d_out):
+def backward_core(plan: Plan, res, d_out):
+  """`backward`, per head and per batch element when `plan.sequential`."""
   if not plan.sequential:
     return backward(plan, res, d_out)
   run = jax.custom_batching.sequential_vmap(
@@ -520,17 +524,17 @@ def core(plan: Plan, q, kT, v, bias, mask, key_len):
     (+inf for a query with nothing to attend to). Only `out` is
     differentiable: lse's cotangent is ignored.
   """
-  return _forward_core(plan, q, kT, v, bias, mask, key_len)
+  return forward_core(plan, q, kT, v, bias, mask, key_len)
 
 
 def _core_fwd(plan, q, kT, v, bias, mask, key_len):
-  out, lse = _forward_core(plan, q, kT, v, bias, mask, key_len)
+  out, lse = forward_core(plan, q, kT, v, bias, mask, key_len)
   return (out, lse), (q, kT, v, bias, mask, key_len, out, lse)
 
 
 def _core_bwd(plan, res, cotangents):
   d_out, _ = cotangents
-  return _backward_core(plan, res, d_out)
+  return backward_core(plan, res, d_out)
 
 
 core.defvjp(_core_fwd, _core_bwd)
@@ -630,3 +634,27 @@ def attend(q_LHK, k_MGK, v_MGV, *, mask=None, bias=None, scale,
     out_LHV = jnp.where(keep_L[:, None, None], out_LHV,
                         jnp.zeros((), out_LHV.dtype))
   return out_LHV.astype(out_dtype)
+
+
+def attention(q, k, v, mask=None, *, bias=None, scale=None,
+              is_causal: bool = False, local_window=None, key_valid_len=None,
+              query_valid_len=None, precision=None,
+              block_q: int | None = None, block_k: int | None = None):
+  """Blockwise attention (the core signature of `jattn.attention`).
+
+  q (L, H, K), k (M, G, K), v (M, G, V) -> (L, H, V) (single-head: (L, K),
+  (M, K), (M, V) -> (L, V)), in q's dtype. Arguments as in
+  `jattn.dot_product_attention`; `block_q`, `block_k` are the tile sizes
+  (default DEFAULT_BLOCK_Q x DEFAULT_BLOCK_K, fitted to L and M).
+  """
+  x = _checks.attention_inputs(
+      q, k, v, mask, bias=bias, scale=scale, is_causal=is_causal,
+      local_window=local_window, key_valid_len=key_valid_len,
+      query_valid_len=query_valid_len)
+  _checks.check_optional_positive_int(block_q, "block_q")
+  _checks.check_optional_positive_int(block_k, "block_k")
+  return x.output(attend(
+      x.q, x.k, x.v, mask=x.mask, bias=x.bias, scale=x.scale,
+      causal=x.is_causal, window=x.window, key_valid_len=x.key_valid_len,
+      query_valid_len=x.query_valid_len, block_q=block_q, block_k=block_k,
+      precision=precision))

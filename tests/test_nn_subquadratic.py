@@ -1,4 +1,4 @@
-"""Flax wrappers of the sub-quadratic variants: each equals its pure function
+"""Flax wrappers of the sub-quadratic family: each equals its pure function
 vmapped over the batch, holds the params of init_self_attention, and the
 Performer's random features are non-trainable state that can be redrawn.
 
@@ -11,10 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 from absl.testing import parameterized
 from flax import nnx
+import pytest
 
 import jattn
 from jattn import nn as jnn
-from jattn import performer
+from jattn.attention import performer
+
+# Run on the floor versions too (.ci/run: pytest -m floor in Colab's pins).
+pytestmark = pytest.mark.floor
 
 B1, B2, N, D, H = 2, 1, 12, 8, 2
 
@@ -34,16 +38,16 @@ def _vmapped(layer_fn, params, x, mask, **kwargs):
 
 
 def _cases():
-  """(nnx module, linen module, pure layer, pure kwargs) per variant."""
+  """(nnx module, linen module, pure layer, pure kwargs) per subquadratic core."""
   local = jnn.LocalSelfAttention(D, H, window=(2, 0), rngs=nnx.Rngs(0))
   linear = jnn.LinearSelfAttention(D, H, is_causal=True, rngs=nnx.Rngs(1))
   favor = jnn.PerformerSelfAttention(D, H, num_features=8, rngs=nnx.Rngs(2))
   return [
-      (local, jnn.LinenLocalSelfAttention(D, H, window=(2, 0)),
+      (local, jnn.linen.LocalSelfAttention(D, H, window=(2, 0)),
        jattn.local_self_attention, {"window": (2, 0)}),
-      (linear, jnn.LinenLinearSelfAttention(D, H, is_causal=True),
+      (linear, jnn.linen.LinearSelfAttention(D, H, is_causal=True),
        jattn.linear_self_attention, {"is_causal": True}),
-      (favor, jnn.LinenPerformerSelfAttention(D, H, num_features=8),
+      (favor, jnn.linen.PerformerSelfAttention(D, H, num_features=8),
        jattn.performer_self_attention,
        {"projection": favor.projection[...]}),
   ]

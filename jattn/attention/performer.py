@@ -11,7 +11,7 @@ features phi(x)_p = exp(w_p . x - |x|^2 / 2) / sqrt(P): positive (so the
 normaliser never changes sign, unlike sin/cos features), and orthogonal
 (the w_p are orthogonalised in blocks of K, then given chi-distributed
 lengths, which lowers the variance). Attention then runs as linear attention
-on these features (`jattn.linear.feature_attention`): O(n P d)
+on these features (`jattn.attention.linear.feature_attention`): O(n P d)
 time, no (L, M) array, the same masks as linear attention (key padding,
 scalar key lengths, causal by prefix sums, query lengths; a general (L, M)
 mask or a `bias` raises ValueError), and it approaches softmax attention as
@@ -40,9 +40,8 @@ import jax
 import jax.numpy as jnp
 
 from jattn import _checks
-from jattn import _variant_layer
-from jattn import linear as linear_lib
 from jattn import softmax as softmax_lib
+from jattn.attention import linear as linear_lib
 
 
 def default_num_features(head_dim: int) -> int:
@@ -169,10 +168,12 @@ def _projection(projection, key, num_features, orthogonal, K: int, dtype):
 def performer_attention(q, k, v, mask=None, *, projection=None, key=None,
                         num_features: int | None = None,
                         orthogonal: bool = True, bias=None, scale=None,
-                        is_causal: bool = False, key_valid_len=None,
-                        query_valid_len=None, chunk_size: int | None = None,
-                        precision=None):
-  """FAVOR+ estimate of softmax(s q k^T) v, per example.
+                        is_causal: bool = False, local_window=None,
+                        key_valid_len=None, query_valid_len=None,
+                        chunk_size: int | None = None, precision=None):
+  """FAVOR+ estimate of softmax(s q k^T) v, per example (a core of
+  `jattn.attention`; bind the features with `functools.partial(
+  performer_attention, projection=w)` to plug it in as `attention_fn`).
 
   Multi-head form: q (L, H, K), k (M, G, K), v (M, G, V) -> (L, H, V), H a
   multiple of G. Single-head form: q (L, K), k (M, K), v (M, V) -> (L, V).
@@ -188,7 +189,7 @@ def performer_attention(q, k, v, mask=None, *, projection=None, key=None,
     num_features: P when drawing from `key` (default
       `default_num_features(K)`).
     orthogonal: orthogonal features when drawing from `key`.
-    bias: must be None (ValueError otherwise).
+    bias, local_window: must be None (ValueError otherwise).
     scale: logit scale s > 0 of the approximated softmax, default 1/sqrt(K).
     is_causal: query i sees keys j <= i (chunked prefix sums).
     key_valid_len: optional integer scalar: keys j >= it are dropped.
@@ -199,61 +200,27 @@ def performer_attention(q, k, v, mask=None, *, projection=None, key=None,
   Returns:
     (L, H, V) (single-head: (L, V)) in q's dtype.
   """
-  q, k, v, (L, M, H, G, K, V), single = _variant_layer.check_qkv(q, k, v)
-  _variant_layer.reject_bias(bias, "performer")
-  key_mask = _variant_layer.combine_key_masks(
-      _variant_layer.key_padding_mask(mask, H=H, L=L, M=M,
-                                      single_head=single, variant="performer"),
-      _variant_layer.scalar_key_valid_len(key_valid_len, M, "performer"))
-  _variant_layer.check_query_valid_len(query_valid_len)
-  linear_lib._check_chunk_size(chunk_size)  # pylint: disable=protected-access
-  acc = softmax_lib.softmax_dtype(q.dtype)
-  projection = _projection(projection, key, num_features, orthogonal, K, acc)
-  if scale is None:
-    scale = 1.0 / math.sqrt(K)
-  phi_q = favor_features(q, projection, scale=scale, is_query=True,
+  _checks.reject_unsupported("performer", bias=bias,
+                             local_window=local_window)
+  x = _checks.attention_inputs(q, k, v, mask, scale=scale,
+                               is_causal=is_causal,
+                               key_valid_len=key_valid_len,
+                               query_valid_len=query_valid_len)
+  key_mask = linear_lib.combine_key_masks(
+      linear_lib.key_padding_mask(x.mask, H=x.H, L=x.L, M=x.M,
+                                  core="performer"),
+      linear_lib.scalar_key_valid_len(key_valid_len, x.M, "performer"))
+  _checks.check_optional_positive_int(chunk_size, "chunk_size")
+  acc = softmax_lib.softmax_dtype(x.q.dtype)
+  projection = _projection(projection, key, num_features, orthogonal, x.K,
+                           acc)
+  phi_q = favor_features(x.q, projection, scale=x.scale, is_query=True,
                          precision=precision)
-  phi_k = favor_features(k, projection, scale=scale, is_query=False,
-                         key_mask=_kv_head_mask(key_mask, H, G),
+  phi_k = favor_features(x.k, projection, scale=x.scale, is_query=False,
+                         key_mask=_kv_head_mask(key_mask, x.H, x.G),
                          precision=precision)
   out_LHV = linear_lib.feature_attention(
-      phi_q, phi_k, v, key_mask=key_mask, is_causal=is_causal,
+      phi_q, phi_k, x.v, key_mask=key_mask, is_causal=x.is_causal,
       query_valid_len=query_valid_len, chunk_size=chunk_size,
       precision=precision)
-  return _variant_layer.finish(out_LHV, q.dtype, single, L, H, V)
-
-
-def performer_self_attention(params, x, mask=None, *, projection=None,
-                             key=None, num_features: int | None = None,
-                             orthogonal: bool = True, positions=None,
-                             is_causal: bool = False, key_valid_len=None,
-                             scale=None, chunk_size: int | None = None,
-                             precision=None):
-  """Self-attention whose attention is `performer_attention`.
-
-  Args:
-    params: dict from `jattn.init_self_attention` (the same params as
-      `jattn.self_attention`).
-    x: (n, D) tokens.
-    mask: optional bool key-padding mask: (n,), (1, n) or (H, 1, n).
-    projection, key, num_features, orthogonal: the random features (exactly
-      one of `projection` (P, K) and `key`), as in `performer_attention`.
-    positions: optional (n,) positions: rotary embeddings of the projected
-      queries and keys (before the features, so the estimated kernel is
-      exp(s q_i^T R_(j-i) k_j): softmax attention with RoPE).
-    is_causal, key_valid_len, scale, chunk_size, precision: as in
-      `performer_attention`.
-
-  Returns:
-    (n, D) in x's dtype.
-  """
-  def core(q, k, v, mask):
-    return performer_attention(
-        q, k, v, mask, projection=projection, key=key,
-        num_features=num_features, orthogonal=orthogonal, scale=scale,
-        is_causal=is_causal, key_valid_len=key_valid_len,
-        chunk_size=chunk_size, precision=precision)
-
-  return _variant_layer.self_attention_layer(core, params, x, mask,
-                                             positions=positions,
-                                             precision=precision)
+  return x.output(out_LHV)

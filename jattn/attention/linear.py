@@ -31,7 +31,7 @@ padding: a `mask` of shape (M,), (1, M) or (H, 1, M), a scalar
 outputs 0 (and gets zero gradients), as everywhere in jattn.
 
 P is the feature width (K for elu + 1; the number of random features for
-`jattn.performer`). `feature_attention` is the shared core on features; the
+`jattn.attention.performer`). `feature_attention` is the shared core on features; the
 Performer calls it with its random features.
 """
 
@@ -42,11 +42,11 @@ from typing import Callable
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jattn import _checks
-from jattn import _variant_layer
-from jattn import masks as masks_lib
 from jattn import softmax as softmax_lib
+from jattn.attention import dense
 
 DEFAULT_CHUNK_SIZE = 64
 
@@ -64,6 +64,64 @@ def _safe_ratio(num, den):
   """num / den where den > 0, else 0 (and zero gradients there)."""
   ok = den > 0
   return jnp.where(ok, num / jnp.where(ok, den, 1.0), jnp.zeros((), num.dtype))
+
+
+def key_padding_mask(mask, *, H: int, L: int, M: int, core: str):
+  """A checked mask (broadcastable to (H, L, M)) that depends on the key
+  (and head) only, as bool (Hx, M), Hx in {1, H}; None stays None.
+
+  Kernelised attention sums phi(k_j) v_j^T over the keys once for every
+  query, so it can drop keys (padding) but not apply a different key set to
+  each query: the mask's query axis must have size 1.
+  """
+  if mask is None:
+    return None
+  shape = tuple(np.shape(mask))
+  if len(shape) >= 2 and shape[-2] != 1:
+    raise ValueError(
+        f"mask: expected a key-padding mask of shape (M,), (1, M) or "
+        f"(H, 1, M) (query axis of size 1): {core} attention sums over the "
+        "keys once for all queries, so it cannot apply a per-(query, key) "
+        "mask; use key_valid_len (scalar), is_causal or a key-padding mask, "
+        f"or dot_product_attention, got shape {shape}")
+  mask_XLM = mask.reshape((1,) * (3 - mask.ndim) + shape)
+  return jnp.broadcast_to(mask_XLM[:, 0, :], (mask_XLM.shape[0], M))
+
+
+def scalar_key_valid_len(key_valid_len, M: int, core: str):
+  """bool (1, M) mask of the first key_valid_len keys (a checked integer),
+  or None. Only a scalar length is accepted: one key set for all queries."""
+  if key_valid_len is None:
+    return None
+  if np.ndim(key_valid_len) != 0:
+    raise ValueError(
+        "key_valid_len: expected an integer scalar (one length for every "
+        f"query: {core} attention sums over the keys once for all "
+        "queries), got shape "
+        f"{tuple(np.shape(key_valid_len))}; per-query lengths need "
+        "dot_product_attention")
+  return (jnp.arange(M) < jnp.asarray(key_valid_len))[None, :]
+
+
+def combine_key_masks(*masks_XM):
+  """AND of (Hx, M) key masks (None entries skipped; None if all are)."""
+  present = [m for m in masks_XM if m is not None]
+  if not present:
+    return None
+  Hx = max(m.shape[0] for m in present)
+  out = jnp.ones((Hx, present[0].shape[1]), bool)
+  for m in present:
+    out = out & jnp.broadcast_to(m, out.shape)
+  return out
+
+
+def zero_queries_from(out_LHV, query_valid_len):
+  """Sets the outputs of queries i >= query_valid_len to exactly zero."""
+  if query_valid_len is None:
+    return out_LHV
+  keep_L = jnp.arange(out_LHV.shape[0]) < jnp.asarray(query_valid_len)
+  return jnp.where(keep_L[:, None, None], out_LHV,
+                   jnp.zeros((), out_LHV.dtype))
 
 
 def feature_attention(phi_q_LHP, phi_k_MGP, v_MGV, *, key_mask=None,
@@ -117,7 +175,7 @@ def feature_attention(phi_q_LHP, phi_k_MGP, v_MGV, *, key_mask=None,
   else:
     num_LGRV, den_LGR = _causal_sums(phi_q, phi_k, v, chunk_size, einsum)
   out_LGRV = _safe_ratio(num_LGRV, den_LGR[..., None])
-  out_LHV = _variant_layer.zero_queries_from(out_LGRV.reshape(L, H, V),
+  out_LHV = zero_queries_from(out_LGRV.reshape(L, H, V),
                                              query_valid_len)
   chex.assert_shape(out_LHV, (L, H, V))
   return out_LHV
@@ -159,16 +217,13 @@ def _causal_sums(phi_q_LGRP, phi_k_MGP, v_MGV, chunk_size, einsum):
           den_NCGR.reshape(T, G, R)[:L])
 
 
-def _check_chunk_size(chunk_size) -> None:
-  if chunk_size is not None:
-    _checks.check_positive_int(chunk_size, "chunk_size")
-
-
-def linear_attention(q, k, v, mask=None, *, bias=None, is_causal: bool = False,
+def linear_attention(q, k, v, mask=None, *, bias=None, scale=None,
+                     is_causal: bool = False, local_window=None,
                      key_valid_len=None, query_valid_len=None,
                      feature_map: Callable = elu_feature_map,
                      chunk_size: int | None = None, precision=None):
-  """Linear attention, softmax replaced by phi(q_i) . phi(k_j), per example.
+  """Linear attention, softmax replaced by phi(q_i) . phi(k_j), per example
+  (a core of `jattn.attention`).
 
   Multi-head form: q (L, H, K), k (M, G, K), v (M, G, V) -> (L, H, V), H a
   multiple of G (grouped-query heads as in `dot_product_attention`).
@@ -179,7 +234,8 @@ def linear_attention(q, k, v, mask=None, *, bias=None, is_causal: bool = False,
     mask: optional bool key-padding mask, True = may attend, of shape (M,),
       (1, M) or (H, 1, M) (single-head: (M,) or (1, M)). A mask with a query
       axis larger than 1 raises ValueError (see the module docstring).
-    bias: must be None (ValueError otherwise: there are no logits).
+    bias, scale, local_window: must be None (ValueError otherwise: there
+      are no logits to bias or scale, and no window).
     is_causal: query i sees keys j <= i (chunked prefix sums).
     key_valid_len: optional integer scalar: keys j >= it are dropped.
     query_valid_len: optional integer scalar: queries i >= it output 0.
@@ -191,23 +247,25 @@ def linear_attention(q, k, v, mask=None, *, bias=None, is_causal: bool = False,
     (L, H, V) (single-head: (L, V)) in q's dtype; sums run in float32 or
     wider.
   """
-  q, k, v, (L, M, H, G, K, V), single = _variant_layer.check_qkv(q, k, v)
-  _variant_layer.reject_bias(bias, "linear")
-  key_mask = _variant_layer.combine_key_masks(
-      _variant_layer.key_padding_mask(mask, H=H, L=L, M=M,
-                                      single_head=single, variant="linear"),
-      _variant_layer.scalar_key_valid_len(key_valid_len, M, "linear"))
-  _variant_layer.check_query_valid_len(query_valid_len)
-  _check_chunk_size(chunk_size)
+  _checks.reject_unsupported("linear", bias=bias, scale=scale,
+                             local_window=local_window)
+  x = _checks.attention_inputs(q, k, v, mask, is_causal=is_causal,
+                               key_valid_len=key_valid_len,
+                               query_valid_len=query_valid_len)
+  key_mask = combine_key_masks(
+      key_padding_mask(x.mask, H=x.H, L=x.L, M=x.M, core="linear"),
+      scalar_key_valid_len(key_valid_len, x.M, "linear"))
+  _checks.check_optional_positive_int(chunk_size, "chunk_size")
   if not callable(feature_map):
     raise TypeError(
         f"feature_map: expected a callable, got {type(feature_map).__name__}")
-  acc = softmax_lib.softmax_dtype(q.dtype)
+  acc = softmax_lib.softmax_dtype(x.q.dtype)
   out_LHV = feature_attention(
-      feature_map(q.astype(acc)), feature_map(k.astype(acc)), v,
-      key_mask=key_mask, is_causal=is_causal, query_valid_len=query_valid_len,
-      chunk_size=chunk_size, precision=precision)
-  return _variant_layer.finish(out_LHV, q.dtype, single, L, H, V)
+      feature_map(x.q.astype(acc)), feature_map(x.k.astype(acc)), x.v,
+      key_mask=key_mask, is_causal=x.is_causal,
+      query_valid_len=query_valid_len, chunk_size=chunk_size,
+      precision=precision)
+  return x.output(out_LHV)
 
 
 def linear_attention_quadratic(q, k, v, mask=None, *, is_causal: bool = False,
@@ -226,23 +284,14 @@ def linear_attention_quadratic(q, k, v, mask=None, *, is_causal: bool = False,
     (L, H, V) in q's dtype (single-head: (L, V)), and, if `return_weights`,
     float32 (or wider) weights (H, L, M) ((L, M) single-head).
   """
-  q, k, v, (L, M, H, G, K, V), single = _variant_layer.check_qkv(q, k, v)
-  if mask is not None:
-    _checks.check_bool(mask, "mask")
-    _checks.check_broadcastable(mask, "mask", (L, M) if single else (H, L, M))
-    if single:
-      mask = jnp.asarray(mask)[None]
-  query_mask = None
-  if query_valid_len is not None:
-    _variant_layer.check_query_valid_len(query_valid_len)
-    query_mask = (jnp.arange(L) < jnp.asarray(query_valid_len))[:, None]
-  if key_valid_len is not None:
-    _checks.check_integer(key_valid_len, "key_valid_len")
-    _checks.check_rank(key_valid_len, "key_valid_len", (0, 1))
-  allowed = masks_lib.combine_masks(
-      mask, masks_lib.causal_mask(L, M) if is_causal else None,
-      None if key_valid_len is None else masks_lib.valid_len_mask(
-          key_valid_len, M), query_mask)
+  x = _checks.attention_inputs(q, k, v, mask, is_causal=is_causal,
+                               key_valid_len=key_valid_len,
+                               query_valid_len=query_valid_len)
+  L, M, H, G, K, V = x.L, x.M, x.H, x.G, x.K, x.V
+  allowed = dense.allowed_pairs(x.mask, L, M, causal=x.is_causal,
+                                key_valid_len=key_valid_len,
+                                query_valid_len=query_valid_len)
+  q, k, v = x.q, x.k, x.v
   acc = softmax_lib.softmax_dtype(q.dtype)
   R = H // G
   phi_q = feature_map(q.astype(acc)).reshape(L, G, R, K)
@@ -256,38 +305,7 @@ def linear_attention_quadratic(q, k, v, mask=None, *, is_causal: bool = False,
   out_LGRV = jnp.einsum("grlm,mgv->lgrv", w_HLM.reshape(G, R, L, M),
                         v.astype(acc), precision=precision,
                         preferred_element_type=acc)
-  out = _variant_layer.finish(out_LGRV.reshape(L, H, V), q.dtype, single,
-                              L, H, V)
+  out = x.output(out_LGRV.reshape(L, H, V))
   if return_weights:
-    return out, (w_HLM[0] if single else w_HLM)
+    return out, (w_HLM[0] if x.single_head else w_HLM)
   return out
-
-
-def linear_self_attention(params, x, mask=None, *, positions=None,
-                          is_causal: bool = False, key_valid_len=None,
-                          feature_map: Callable = elu_feature_map,
-                          chunk_size: int | None = None, precision=None):
-  """Self-attention whose attention is `linear_attention`.
-
-  Args:
-    params: dict from `jattn.init_self_attention` (the same params as
-      `jattn.self_attention`).
-    x: (n, D) tokens.
-    mask: optional bool key-padding mask: (n,), (1, n) or (H, 1, n).
-    positions: optional (n,) positions: rotary embeddings of the projected
-      queries and keys, applied before the feature map.
-    is_causal, key_valid_len, feature_map, chunk_size, precision: as in
-      `linear_attention`.
-
-  Returns:
-    (n, D) in x's dtype.
-  """
-  def core(q, k, v, mask):
-    return linear_attention(q, k, v, mask, is_causal=is_causal,
-                            key_valid_len=key_valid_len,
-                            feature_map=feature_map, chunk_size=chunk_size,
-                            precision=precision)
-
-  return _variant_layer.self_attention_layer(core, params, x, mask,
-                                             positions=positions,
-                                             precision=precision)

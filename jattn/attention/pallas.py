@@ -1,0 +1,334 @@
+"""jattn's own flash-attention forward as a Pallas kernel (opt-in core).
+
+One kernel program computes one query block of one query head: it holds the
+(block_q, K) queries, walks the key blocks that the causal/local structure
+allows (the same tile ranges as `jattn.attention.blockwise`), and keeps the
+online softmax state (row max, row sum, output accumulator; rows as
+(block_q, 1) columns) in float32. It writes the output and the per-row
+log-sum-exp. The dots run at the call's `precision` (None: the backend's
+default, which is TF32 for float32 on NVIDIA Ampere and newer).
+
+The backward pass is NOT a Pallas kernel: the `jax.custom_vjp` here reuses the
+pure-JAX blockwise backward (`jattn.attention.blockwise.backward`), which
+recomputes tiles from the same residuals (q, k, v, out, lse), so memory stays
+O(L + M).
+
+Supported: causal and local-window structure, key lengths (`key_valid_len`,
+scalar or per query), L and M of any size (padded to power-of-two tiles),
+grouped-query heads, any float dtype. Not supported by the kernel: a boolean
+`mask` array or a `bias` array (`attention` raises ValueError naming it; use
+the blockwise core).
+
+Kernel or emulation: each call stages three `pallas_call`s and
+`jax.lax.platform_dependent` keeps the one for the platform the computation
+is LOWERED for (also ahead of time from a CPU host), not the backend at trace
+time:
+  cuda, rocm  the Triton kernel (pinned by Triton compiler params: on jax >=
+              0.9 a bare `pallas_call` means Mosaic GPU). Triton needs
+              power-of-two blocks: the head widths K and V are padded with
+              zeros to the next power of two (zero columns of q and k leave
+              q.k unchanged; V's are sliced off). Key tiles: `block_k`.
+  tpu         the Mosaic kernel, with 128-wide key tiles (the MXU / lane
+              width; M is padded to whole tiles) or `block_k` if larger, and
+              keys in (M, K) layout. Per-query key lengths travel as an
+              (Lp, 1) int32 column (block (block_q, 1)), which satisfies the
+              TPU rule on the last two block dims (multiples of (8, 128) or
+              the whole array) also under `jax.vmap`.
+              Memory limit: the kernel's K/V block is a head's WHOLE K and V,
+              DMA'd into VMEM and double-buffered, so M is bounded by VMEM
+              (128 MiB on v5e/v6e, less by default: the scoped limit is
+              16/32 MiB) -- at M = 64k, float32, K = V = 64 that is about
+              96 MiB (K 16 MiB, V 32 MiB after lane padding of the 64-wide
+              rows to 128, times two buffers). Beyond a few thousand keys
+              (float32) it needs a larger `vmem_limit_bytes` or a kernel that
+              streams K/V blocks from HBM; neither is done here.
+  otherwise   Pallas interpret mode (plain XLA loops; slow, for tests). Dots
+              of narrow floats (bfloat16, float16) are computed on float32
+              copies of the same values (products of two bf16 numbers are
+              exact in float32, so the numerics match a bf16 x bf16 -> f32
+              hardware dot), because XLA:CPU has no bf16 x bf16 -> f32 dot.
+
+The GPU and TPU paths are checked by lowering from a CPU host
+(tests/test_pallas.py); they were not run on hardware in this project (no
+accelerator was available): treat them as untested.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import tpu as pltpu
+from jax.experimental.pallas import triton as pltriton
+
+from jattn import _checks
+from jattn import softmax as softmax_lib
+from jattn.attention import blockwise
+
+DEFAULT_BLOCK_Q = 128
+DEFAULT_BLOCK_K = 64
+_MIN_BLOCK = 16  # Triton matmuls need tiles of at least 16 x 16
+TPU_BLOCK_K = 128  # TPU key tiles: the lane / MXU width
+_TRITON_NUM_STAGES = 2
+
+
+def _pow2_block(length: int, block: int) -> int:
+  """Largest power of two <= `block` needed to cover `length` (>= 16)."""
+  cap = max(_MIN_BLOCK, pl.next_power_of_2(max(int(length), 1)))
+  size = _MIN_BLOCK
+  while size * 2 <= min(block, cap):
+    size *= 2
+  return size
+
+
+def make_plan(num_queries: int, num_keys: int, *, block_q: int | None = None,
+              block_k: int | None = None, causal: bool = False, window=None,
+              precision=None) -> blockwise.Plan:
+  """A `blockwise.Plan` with power-of-two tiles (what Triton requires)."""
+  block_q = DEFAULT_BLOCK_Q if block_q is None else block_q
+  block_k = DEFAULT_BLOCK_K if block_k is None else block_k
+  return blockwise.Plan(
+      num_queries, num_keys, _pow2_block(num_queries, block_q),
+      _pow2_block(num_keys, block_k), bool(causal),
+      None if window is None else (int(window[0]), int(window[1])), precision,
+      sequential=False)
+
+
+# ---------------------------------------------------------------------------
+# The kernel (one per platform, from the same body).
+
+
+def _kernel(q_ref, k_ref, v_ref, *refs, plan: blockwise.Plan, has_len: bool,
+            k_transposed: bool, dot_dtype, precision):
+  """One (head, query block): online softmax over the allowed key blocks.
+
+  Refs (per program): q (bq, K); k (K, Mk) if `k_transposed` else (Mk, K);
+  v (Mk, V); [key lengths (bq, 1) int32]; out (bq, V); lse (bq, 1).
+  `dot_dtype`: None, or the float dtype both operands of every dot are cast
+  to first (interpret mode). `precision`: the dots' precision.
+  """
+  if has_len:
+    len_ref, o_ref, lse_ref = refs
+  else:
+    (o_ref, lse_ref), len_ref = refs, None
+  bq, bk = plan.block_q, plan.block_k
+  i = pl.program_id(1)
+  q_QK = q_ref[...]
+  acc = softmax_lib.softmax_dtype(q_QK.dtype)
+  len_Q1 = None if len_ref is None else len_ref[...]
+  cast = (lambda x: x) if dot_dtype is None else (lambda x: x.astype(dot_dtype))
+  q_QK = cast(q_QK)
+
+  def body(j, carry):
+    m_Q1, l_Q1, o_QV = carry
+    start = pl.multiple_of(j * bk, bk)
+    v_CV = v_ref[pl.ds(start, bk), :]
+    if k_transposed:
+      s_QC = jnp.dot(q_QK, cast(k_ref[:, pl.ds(start, bk)]),
+                     precision=precision, preferred_element_type=acc)
+    else:
+      s_QC = lax.dot_general(q_QK, cast(k_ref[pl.ds(start, bk), :]),
+                             (((1,), (1,)), ((), ())), precision=precision,
+                             preferred_element_type=acc)
+    rows_QC = i * bq + lax.broadcasted_iota(jnp.int32, (bq, bk), 0)
+    cols_QC = j * bk + lax.broadcasted_iota(jnp.int32, (bq, bk), 1)
+    valid_QC = blockwise.structural_valid(plan, rows_QC, cols_QC, len_Q1)
+    if valid_QC is not None:
+      s_QC = jnp.where(valid_QC, s_QC, -jnp.inf)
+    m_new = jnp.maximum(m_Q1, jnp.max(s_QC, axis=1, keepdims=True))
+    shift_Q1 = jnp.where(m_new == -jnp.inf, 0.0, m_new).astype(acc)
+    p_QC = jnp.exp(s_QC - shift_Q1)
+    correction_Q1 = jnp.exp(m_Q1 - shift_Q1)
+    l_Q1 = l_Q1 * correction_Q1 + jnp.sum(p_QC, axis=1, keepdims=True)
+    pv_QV = jnp.dot(cast(p_QC.astype(v_CV.dtype)), cast(v_CV),
+                    precision=precision, preferred_element_type=acc)
+    return m_new, l_Q1, o_QV * correction_Q1 + pv_QV
+
+  V = v_ref.shape[-1]
+  init = (jnp.full((bq, 1), -jnp.inf, acc), jnp.zeros((bq, 1), acc),
+          jnp.zeros((bq, V), acc))
+  lo, hi = blockwise.key_block_range(plan, i)
+  m_Q1, l_Q1, o_QV = lax.fori_loop(lo, hi, body, init)
+  nonempty_Q1 = l_Q1 > 0
+  safe_l_Q1 = jnp.where(nonempty_Q1, l_Q1, 1.0)
+  o_ref[...] = (o_QV / safe_l_Q1).astype(o_ref.dtype)
+  shift_Q1 = jnp.where(m_Q1 == -jnp.inf, 0.0, m_Q1)
+  lse_ref[...] = jnp.where(nonempty_Q1, shift_Q1 + jnp.log(safe_l_Q1),
+                           jnp.inf).astype(lse_ref.dtype)
+
+
+def _pallas_forward(plan: blockwise.Plan, R: int, q_NLK, k, v_GMV, len_L1, *,
+                    k_transposed: bool, dot_dtype=None, precision=None,
+                    **call_kwargs):
+  """out (N, Lp, V) and lse (N, Lp, 1) from one `pl.pallas_call`.
+
+  q_NLK (N, Lp, K) with N = G R query heads in (g, r) order; k (G, K, Mk) if
+  `k_transposed` else (G, Mk, K); v_GMV (G, Mk, V); len_L1 None or (Lp, 1)
+  int32. Mk >= plan.padded_keys (keys past it are never read).
+  call_kwargs: `interpret` / `compiler_params` for `pl.pallas_call`.
+  """
+  N, Lp, K = q_NLK.shape
+  Mk, V = v_GMV.shape[1], v_GMV.shape[2]
+  bq = plan.block_q
+  acc = softmax_lib.softmax_dtype(q_NLK.dtype)
+  has_len = len_L1 is not None
+  k_block = (None, K, Mk) if k_transposed else (None, Mk, K)
+  in_specs = [
+      pl.BlockSpec((None, bq, K), lambda n, i: (n, i, 0)),
+      pl.BlockSpec(k_block, lambda n, i: (n // R, 0, 0)),
+      pl.BlockSpec((None, Mk, V), lambda n, i: (n // R, 0, 0)),
+  ]
+  args = [q_NLK, k, v_GMV]
+  if has_len:
+    in_specs.append(pl.BlockSpec((bq, 1), lambda n, i: (i, 0)))
+    args.append(len_L1)
+  kernel = functools.partial(
+      _kernel, plan=plan, has_len=has_len, k_transposed=k_transposed,
+      dot_dtype=dot_dtype, precision=precision)
+  return pl.pallas_call(
+      kernel,
+      out_shape=(jax.ShapeDtypeStruct((N, Lp, V), q_NLK.dtype),
+                 jax.ShapeDtypeStruct((N, Lp, 1), acc)),
+      grid=(N, plan.num_query_blocks),
+      in_specs=in_specs,
+      out_specs=(pl.BlockSpec((None, bq, V), lambda n, i: (n, i, 0)),
+                 pl.BlockSpec((None, bq, 1), lambda n, i: (n, i, 0))),
+      **call_kwargs,
+  )(*args)
+
+
+def _pad_axis(x, axis: int, size: int):
+  """x zero-padded at the end of `axis` to `size` (unchanged if as long)."""
+  extra = size - x.shape[axis]
+  if extra <= 0:
+    return x
+  pad = [(0, 0)] * x.ndim
+  pad[axis] = (0, extra)
+  return jnp.pad(x, pad)
+
+
+def _triton_forward(plan, R, q_NLK, kT_GKM, v_GMV, len_L1):
+  """GPU: the Triton kernel on head widths padded to powers of two."""
+  K, V = q_NLK.shape[-1], v_GMV.shape[-1]
+  Kp, Vp = pl.next_power_of_2(K), pl.next_power_of_2(V)
+  params = pltriton.CompilerParams(num_warps=4 if max(Kp, Vp) <= 64 else 8,
+                                   num_stages=_TRITON_NUM_STAGES)
+  out_NLV, lse_NL1 = _pallas_forward(
+      plan, R, _pad_axis(q_NLK, 2, Kp), _pad_axis(kT_GKM, 1, Kp),
+      _pad_axis(v_GMV, 2, Vp), len_L1, k_transposed=True,
+      precision=plan.precision, compiler_params=params)
+  return out_NLV[..., :V], lse_NL1
+
+
+def _tpu_precision(precision):
+  """`precision` as Mosaic takes it (DEFAULT or HIGHEST for both operands):
+  HIGH becomes HIGHEST (never less precise than asked)."""
+  if precision is None:
+    return None
+  pair = precision if isinstance(precision, tuple) else (precision, precision)
+  pair = tuple(lax.Precision.DEFAULT if p is None else lax.Precision(p)
+               for p in pair)
+  best = max(pair, key=lambda p: (lax.Precision.DEFAULT, lax.Precision.HIGH,
+                                  lax.Precision.HIGHEST).index(p))
+  return lax.Precision.HIGHEST if best == lax.Precision.HIGH else best
+
+
+def _mosaic_forward(plan, R, q_NLK, kT_GKM, v_GMV, len_L1):
+  """TPU: the Mosaic kernel with >= 128-wide key tiles, keys as (M, K)."""
+  tpu_plan = dataclasses.replace(plan,
+                                 block_k=max(TPU_BLOCK_K, plan.block_k))
+  Mk = tpu_plan.padded_keys   # >= plan.padded_keys: both are powers of two
+  k_GMK = _pad_axis(kT_GKM.transpose(0, 2, 1), 1, Mk)
+  params = pltpu.CompilerParams(dimension_semantics=("parallel", "arbitrary"))
+  return _pallas_forward(
+      tpu_plan, R, q_NLK, k_GMK, _pad_axis(v_GMV, 1, Mk), len_L1,
+      k_transposed=False, precision=_tpu_precision(plan.precision),
+      compiler_params=params)
+
+
+def _interpret_forward(plan, R, q_NLK, kT_GKM, v_GMV, len_L1):
+  """Elsewhere (CPU): Pallas interpret mode; narrow-float dots in float32."""
+  dtype = jnp.result_type(q_NLK)
+  dot_dtype = None
+  if jnp.finfo(dtype).bits < 32:
+    dot_dtype = jnp.float32
+  return _pallas_forward(plan, R, q_NLK, kT_GKM, v_GMV, len_L1,
+                         k_transposed=True, dot_dtype=dot_dtype,
+                         precision=plan.precision, interpret=True)
+
+
+def forward(plan: blockwise.Plan, q, kT, v, bias, mask, key_len):
+  """`blockwise.forward` computed by the Pallas kernel (same layouts):
+  q (G, Lp, R, K), kT (G, K, Mp), v (G, Mp, V), key_len None or (Lp,) ->
+  out (G, Lp, R, V), lse (G, Lp, R)."""
+  if bias is not None or mask is not None:
+    raise ValueError(
+        "implementation: expected no `mask` or `bias` array with "
+        "implementation='pallas' (use is_causal, local_window, key_valid_len, "
+        "or implementation='blockwise'), got "
+        f"{'mask' if mask is not None else 'bias'}")
+  G, Lp, R, K = q.shape
+  V = v.shape[2]
+  q_NLK = q.transpose(0, 2, 1, 3).reshape(G * R, Lp, K)
+  len_L1 = None if key_len is None else key_len.astype(jnp.int32).reshape(
+      Lp, 1)
+  branch = lambda f: functools.partial(f, plan, R)
+  triton = branch(_triton_forward)
+  out_NLV, lse_NL1 = lax.platform_dependent(
+      q_NLK, kT, v, len_L1, cuda=triton, rocm=triton,
+      tpu=branch(_mosaic_forward), default=branch(_interpret_forward))
+  out = out_NLV.reshape(G, R, Lp, V).transpose(0, 2, 1, 3)
+  lse = lse_NL1.reshape(G, R, Lp).transpose(0, 2, 1)
+  return out, lse
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def core(plan: blockwise.Plan, q, kT, v, bias, mask, key_len):
+  """`blockwise.core` with the Pallas forward (backward: blockwise)."""
+  return forward(plan, q, kT, v, bias, mask, key_len)
+
+
+def _core_fwd(plan, q, kT, v, bias, mask, key_len):
+  out, lse = forward(plan, q, kT, v, bias, mask, key_len)
+  return (out, lse), (q, kT, v, bias, mask, key_len, out, lse)
+
+
+def _core_bwd(plan, res, cotangents):
+  d_out, _ = cotangents
+  return blockwise.backward(plan, res, d_out)
+
+
+core.defvjp(_core_fwd, _core_bwd)
+
+
+ENGINE = blockwise.Engine(make_plan, core)
+
+
+def attention(q, k, v, mask=None, *, bias=None, scale=None,
+              is_causal: bool = False, local_window=None, key_valid_len=None,
+              query_valid_len=None, precision=None,
+              block_q: int | None = None, block_k: int | None = None):
+  """Attention with the Pallas forward kernel (the core signature of
+  `jattn.attention`; `dot_product_attention(implementation="pallas")`).
+
+  q (L, H, K), k (M, G, K), v (M, G, V) -> (L, H, V) (single-head: (L, V)),
+  in q's dtype. A `mask` or `bias` array raises ValueError (the kernel takes
+  is_causal, local_window and the valid lengths); block_q / block_k are
+  rounded down to powers of two (default 128 x 64; on TPU the kernel's key
+  tiles are at least 128 wide).
+  """
+  x = _checks.attention_inputs(
+      q, k, v, mask, bias=bias, scale=scale, is_causal=is_causal,
+      local_window=local_window, key_valid_len=key_valid_len,
+      query_valid_len=query_valid_len)
+  _checks.reject_unsupported("pallas", mask=mask, bias=bias)
+  _checks.check_optional_positive_int(block_q, "block_q")
+  _checks.check_optional_positive_int(block_k, "block_k")
+  return x.output(blockwise.attend(
+      x.q, x.k, x.v, scale=x.scale, causal=x.is_causal, window=x.window,
+      key_valid_len=x.key_valid_len, query_valid_len=x.query_valid_len,
+      block_q=block_q, block_k=block_k, precision=precision, engine=ENGINE))
