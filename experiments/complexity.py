@@ -13,8 +13,11 @@ Attention and Positional Encoding") claims
 
 This script measures each column on jattn's real layers (public API only):
 FLOPs from XLA's cost analysis beside a closed form, the critical path of the
-jaxpr, the maximum path length from Jacobian structure for stacks, wall-clock
-time and compiled temporary memory, and fits growth exponents; the local,
+jaxpr (and of one linear recurrence run by `lax.scan` and by
+`lax.associative_scan`), the maximum path length from Jacobian structure for
+stacks and on the unrolled jaxpr in primitive steps
+(`analysis.jaxpr_path_length`), wall-clock time and compiled temporary
+memory, and fits growth exponents; the local,
 linear and Performer rows count FLOPs and the critical path on an executed
 run (`analysis.executed_cost`). It writes the tables OUT/complexity.md, the
 numbers OUT/complexity.json and the figures of
@@ -179,6 +182,86 @@ def measure_path_length(grid):
   return rows
 
 
+def _covering_stack(layer_fn, x_ND):
+  """(layers, path length) of the shallowest stack of `layer_fn` whose every
+  output depends on every input, both measured by `jaxpr_distances`:
+  doubling, then bisection, on the stack's depth."""
+  def distances(depth):
+    def stack(x):
+      for _ in range(depth):
+        x = layer_fn(x)
+      return x
+    return analysis.jaxpr_distances(stack, x_ND)
+
+  n = x_ND.shape[0]
+  high = 1
+  while not (distances(high) >= 0).all():
+    if high > 2 * n:
+      raise ValueError(f"layer_fn: expected a layer whose stack connects "
+                       f"every pair within {2 * n} layers at n={n}")
+    high *= 2
+  low = high // 2  # the stack of `low` layers (0: none) leaves a pair out
+  while high - low > 1:
+    mid = (low + high) // 2
+    if (distances(mid) >= 0).all():
+      high = mid
+    else:
+      low = mid
+  return high, int(distances(high).max())
+
+
+def measure_path_length_jaxpr(grid):
+  """Maximum path length on each layer's unrolled jaxpr
+  (`analysis.jaxpr_path_length`): primitive steps, d = 4 (attention 8)."""
+  d = 4
+  attention_fn, attention_p = _layer("self-attention", 8)
+  rnn_fn, rnn_p = _layer("rnn", d)
+  rows = {"self-attention": {}, "rnn": {}, "cnn": {},
+          "linear recurrence, lax.scan": {},
+          "linear recurrence, lax.associative_scan": {}, "cumsum": {}}
+  for n in grid["n_path_jaxpr"]:
+    x8, x4 = _x(n, 8), _x(n, d)
+    a_ND = jnp.full((n, d), 0.9, jnp.float32)
+    rows["self-attention"][n] = analysis.jaxpr_path_length(
+        lambda x: attention_fn(attention_p, x), x8)
+    rows["rnn"][n] = analysis.jaxpr_path_length(lambda x: rnn_fn(rnn_p, x), x4)
+    rows["linear recurrence, lax.scan"][n] = analysis.jaxpr_path_length(
+        lambda x: analysis.linear_recurrence_scan(a_ND, x), x4)
+    rows["linear recurrence, lax.associative_scan"][n] = (
+        analysis.jaxpr_path_length(
+            lambda x: analysis.linear_recurrence_associative(a_ND, x), x4))
+    rows["cumsum"][n] = analysis.jaxpr_path_length(
+        lambda x: jnp.cumsum(x, axis=0), x4)
+    for k in grid["k"]:
+      conv_p = jattn.init_conv_layer(KEY, d, k)
+      layers, steps = _covering_stack(lambda x: jattn.conv_layer(conv_p, x),
+                                      x4)
+      rows["cnn"].setdefault(k, {})[n] = {"layers": layers, "steps": steps}
+  return rows
+
+
+def measure_linear_recurrence(grid):
+  """Sequential operations (critical path) of h_t = a_t h_{t-1} + x_t by
+  `lax.scan` and by `lax.associative_scan`, d = 4."""
+  rows = {}
+  for name, fn in (("lax.scan", analysis.linear_recurrence_scan),
+                   ("lax.associative_scan",
+                    analysis.linear_recurrence_associative)):
+    depths = [analysis.critical_path_length(
+        fn, jnp.full((n, 4), 0.9, jnp.float32), _x(n, 4))
+              for n in grid["n_linear"]]
+    rows[name] = {"by_n": list(zip(grid["n_linear"], depths)),
+                  "n_exponent": analysis.growth_exponent(grid["n_linear"],
+                                                         depths)}
+  return rows
+
+
+def per_doubling(by_n) -> list:
+  """Increase of a count from each n to the next (n doubling)."""
+  ns = sorted(by_n)
+  return [by_n[b] - by_n[a] for a, b in zip(ns, ns[1:])]
+
+
 def measure_time_and_memory(grid):
   rows = {}
   d = grid["d_time"]
@@ -295,6 +378,17 @@ def write_markdown(out: pathlib.Path, results) -> None:
     e = analysis.growth_exponent(ns, [by_n[n] for n in ns])
     lines.append(f"| cnn k={k} | path length in n | 1 | {_fmt(e)} | "
                  f"{verdict(e, 1.0)} |")
+  jaxpr_path = results.get("path_length_jaxpr")
+  if jaxpr_path:
+    jn = sorted(grid["n_path_jaxpr"])
+    series = [("rnn", 1.0, jaxpr_path["rnn"]),
+              ("self-attention", 0.0, jaxpr_path["self-attention"])]
+    series += [(f"cnn k={k}", 1.0, {n: v["steps"] for n, v in by_n.items()})
+               for k, by_n in jaxpr_path["cnn"].items()]
+    for name, want, by_n in series:
+      e = local_exponent(jn, [by_n[n] for n in jn])
+      lines.append(f"| {name} | path length on the jaxpr in n (largest two "
+                   f"n) | {want:g} | {_fmt(e)} | {verdict(e, want)} |")
 
   lines += ["", "## FLOPs: XLA cost analysis vs closed form", "",
             f"n grid {grid['n']} at d={grid['d_fixed']}; d grid {grid['d']} at "
@@ -305,7 +399,8 @@ def write_markdown(out: pathlib.Path, results) -> None:
     lines.append(f"| {name} | {100 * f['max_relative_gap_closed_form']:.1f}% | "
                  f"{_fmt(f['n_exponent'])} | {_fmt(f['d_exponent'])} |")
 
-  lines += ["", "## Maximum path length (layers; RNN: recurrence steps)", "",
+  lines += ["", "## Maximum path length (layers; RNN: recurrence steps, "
+            "constructed from its 2-token pattern)", "",
             "| layer | " + " | ".join(f"n={n}" for n in ns) + " |",
             "|---|" + "---|" * len(ns)]
   lines.append("| self-attention | " + " | ".join(
@@ -317,6 +412,9 @@ def write_markdown(out: pathlib.Path, results) -> None:
   for k, by_n in path["dilated cnn"].items():
     lines.append(f"| dilated cnn k={k} (dilations 1, k, k^2, ...) | " +
                  " | ".join(str(by_n[n]) for n in ns) + " |")
+
+  lines += jaxpr_path_markdown(results)
+  lines += linear_recurrence_markdown(results)
 
   lines += ["", f"## Wall-clock time and memory ({results['device']})", "",
             f"d={grid['d_time']}; median of {grid['repeats']} samples after "
@@ -336,6 +434,65 @@ def write_markdown(out: pathlib.Path, results) -> None:
   if "subquadratic" in results:
     lines += subquadratic_markdown(results)
   (out / "complexity.md").write_text("\n".join(lines) + "\n")
+
+
+def jaxpr_path_markdown(results) -> list[str]:
+  """The section on path lengths measured on the jaxpr (if measured)."""
+  path = results.get("path_length_jaxpr")
+  if not path:
+    return []
+  ns = sorted(results["grid"]["n_path_jaxpr"])
+  lines = [
+      "", "## Maximum path length on the jaxpr (primitive steps)", "",
+      "`analysis.jaxpr_path_length`: the fewest dependent primitives (layout "
+      "primitives free) on a chain from input position j to output position "
+      "i of the unrolled jaxpr, maximised over connected pairs. CNN: the "
+      "shallowest stack of the layer (k taps, same padding) that connects "
+      "every pair, its depth found by the same measurement. d = 4 "
+      "(self-attention: 8, 4 heads); a_t = 0.9 in the linear recurrence.",
+      "", "| computation | " + " | ".join(f"n={n}" for n in ns)
+      + " | increase per doubling of n |", "|---|" + "---|" * (len(ns) + 1)]
+  for name in ("rnn", "linear recurrence, lax.scan",
+               "linear recurrence, lax.associative_scan", "cumsum",
+               "self-attention"):
+    by_n = path[name]
+    lines.append(f"| {name} | " + " | ".join(str(by_n[n]) for n in ns)
+                 + f" | {', '.join(str(v) for v in per_doubling(by_n))} |")
+  for k, by_n in path["cnn"].items():
+    steps = {n: by_n[n]["steps"] for n in ns}
+    lines.append(f"| cnn k={k} (layers: steps) | " + " | ".join(
+        f"{by_n[n]['layers']}: {by_n[n]['steps']}" for n in ns)
+                 + f" | {', '.join(str(v) for v in per_doubling(steps))} |")
+  lines += ["", "A count that doubles with n grows as O(n); one that rises "
+            "by a constant per doubling as O(log n); a constant one is "
+            "O(1). The RNN and the `lax.scan` of the linear recurrence "
+            "grow as n, the associative scan and `cumsum` (run as an "
+            "associative scan) as log n, self-attention not at all."]
+  return lines
+
+
+def linear_recurrence_markdown(results) -> list[str]:
+  """The section on one linear recurrence, scanned two ways (if measured)."""
+  rows = results.get("sequential_linear_recurrence")
+  if not rows:
+    return []
+  ns = results["grid"]["n_linear"]
+  lines = [
+      "", "## Sequential operations of one linear recurrence", "",
+      "h_t = a_t h_{t-1} + x_t (d = 4): `analysis.critical_path_length` of "
+      "`analysis.linear_recurrence_scan` (`lax.scan`) and of "
+      "`analysis.linear_recurrence_associative` (`lax.associative_scan`), "
+      "which compute the same h.", "",
+      "| implementation | " + " | ".join(f"n={n}" for n in ns)
+      + " | exponent in n |", "|---|" + "---|" * (len(ns) + 1)]
+  for name, row in rows.items():
+    lines.append(f"| {name} | " + " | ".join(str(v) for _, v in row["by_n"])
+                 + f" | {_fmt(row['n_exponent'])} |")
+  lines += ["", "The O(n) sequential operations of the seed's RNN row are a "
+            "property of the scan that runs it and of its nonlinear cell: "
+            "a linear recurrence has an associative combine and runs in "
+            "O(log n) dependent steps."]
+  return lines
 
 
 # ---------------------------------------------------------------------------
@@ -737,6 +894,7 @@ def grid_for(quick: bool) -> dict:
   if quick:
     return {"n": [16, 32], "d": [16, 32], "d_fixed": 16, "n_fixed": 16,
             "k": [3], "n_seq": [8, 16], "n_path": [8, 16],
+            "n_path_jaxpr": [8, 16], "n_linear": [16, 64, 256],
             "n_time": [16], "d_time": 16, "repeats": 1,
             "min_seconds": 0.001, "n_subquadratic": [16, 32], "d_subquadratic": [16],
             "n_window": 32, "windows": [4], "window_small": 4,
@@ -744,6 +902,7 @@ def grid_for(quick: bool) -> dict:
   return {"n": [128, 256, 512, 1024, 2048], "d": [32, 64, 128, 256],
           "d_fixed": 32, "n_fixed": 256, "k": [3, 5, 7],
           "n_seq": [16, 32, 64, 128, 256], "n_path": [16, 32, 64, 128],
+          "n_path_jaxpr": [8, 16, 32, 64], "n_linear": [16, 64, 256],
           "n_time": [64, 128, 256, 512, 1024, 2048], "d_time": 64,
           "repeats": 5, "min_seconds": 0.05,
           # sub-quadratic family
@@ -773,7 +932,10 @@ def main(argv=None) -> int:
              "grid": grid}
   for key, measure in (("flops", measure_flops),
                        ("sequential", measure_sequential),
+                       ("sequential_linear_recurrence",
+                        measure_linear_recurrence),
                        ("path_length", measure_path_length),
+                       ("path_length_jaxpr", measure_path_length_jaxpr),
                        ("time", measure_time_and_memory),
                        ("subquadratic", measure_subquadratic)):
     t0 = time.perf_counter()

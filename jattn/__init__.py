@@ -19,6 +19,8 @@ Masks are boolean, True = may attend; a query with nothing to attend to gives
 a zero output and zero gradients. Softmax runs in float32 (or wider).
 """
 
+import importlib.metadata
+
 from jattn.additive import additive_attention
 from jattn.additive import init_additive_attention
 from jattn.attention import dot_product_attention
@@ -62,7 +64,10 @@ from jattn.subquadratic import performer_self_attention
 from jattn.transformer import init_transformer_block
 from jattn.transformer import transformer_block
 
-__version__ = "0.1.0"
+try:  # the installed distribution's version (pyproject.toml)
+  __version__ = importlib.metadata.version("jattn")
+except importlib.metadata.PackageNotFoundError:  # run from a bare checkout
+  __version__ = "0+unknown"
 
 __all__ = [
     "additive_attention",

@@ -365,3 +365,19 @@ def check_tokens(x, name: str, width: int):
   check_floating(x, name)
   check_shape(x, name, (None, width))
   return x
+
+
+def check_prng_key(key, name: str = "key") -> None:
+  """Raises TypeError unless `key` is a PRNG key: a typed key
+  (`jax.random.key(seed)`) or a raw uint32 (2,) key
+  (`jax.random.PRNGKey(seed)`)."""
+  dtype = getattr(key, "dtype", None)
+  if dtype is not None and jax.dtypes.issubdtype(dtype,
+                                                 jax.dtypes.prng_key):
+    return
+  if dtype is not None and dtype == jnp.uint32 and _shape(key)[-1:] == (2,):
+    return
+  got = (f"{type(key).__name__} {key!r}" if dtype is None
+         else f"an array of dtype {dtype} and shape {_shape(key)}")
+  raise TypeError(
+      f"{name}: expected a PRNG key such as jax.random.key(0), got {got}")

@@ -68,3 +68,12 @@ def axis_size(axis_name) -> int:
   if hasattr(jax.lax, "axis_size"):
     return jax.lax.axis_size(axis_name)
   return jax.lax.psum(1, axis_name)
+
+
+def without_x64():
+  """A context in which jax_enable_x64 is off (jax >= 0.8: `jax.enable_x64`;
+  0.7: `jax.experimental.disable_x64`)."""
+  if hasattr(jax, "enable_x64"):
+    return jax.enable_x64(False)
+  from jax import experimental  # pylint: disable=g-import-not-at-top
+  return experimental.disable_x64()

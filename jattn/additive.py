@@ -21,6 +21,7 @@ def init_additive_attention(key, query_dim: int, key_dim: int,
     {"w_q": (Dq, A), "w_k": (Dk, A), "w_v": (A,)} with Dq = query_dim,
     Dk = key_dim, A = hidden_dim; LeCun-normal initialisation.
   """
+  _checks.check_prng_key(key)
   _checks.check_positive_int(query_dim, "query_dim")
   _checks.check_positive_int(key_dim, "key_dim")
   _checks.check_positive_int(hidden_dim, "hidden_dim")

@@ -36,5 +36,6 @@ def padding_mask(valid_len_B, num_keys: int):
   """
   _checks.check_rank(valid_len_B, "valid_len_B", 1)
   _checks.check_integer(valid_len_B, "valid_len_B")
+  _checks.check_nonnegative_values(valid_len_B, "valid_len_B")
   return jax.vmap(masks_lib.valid_len_mask, in_axes=(0, None))(
       jnp.asarray(valid_len_B), num_keys)

@@ -51,6 +51,7 @@ def init_conv_layer(key, d_model: int, kernel_size: int, *,
     {"w": (k, D, D), "b": (D,)} ("b" omitted without bias). w is LeCun-normal
     with fan-in k * D.
   """
+  _checks.check_prng_key(key)
   _checks.check_positive_int(d_model, "d_model")
   _checks.check_positive_int(kernel_size, "kernel_size")
   init = jax.nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=2)

@@ -32,6 +32,7 @@ def init_feed_forward(key, d_model: int, d_ff: int, *, use_bias: bool = True,
     {"w_1": (D, F), "b_1": (F,), "w_2": (F, D), "b_2": (D,)}; weights are
     LeCun-normal.
   """
+  _checks.check_prng_key(key)
   _checks.check_positive_int(d_model, "d_model")
   _checks.check_positive_int(d_ff, "d_ff")
   key_1, key_2 = jax.random.split(key)

@@ -13,7 +13,13 @@ from jattn import _checks
 
 
 def valid_len_mask(valid_len, num_keys: int):
-  """Mask of the first `valid_len` keys (d2l's `valid_lens`).
+  """Mask of the first `valid_len` keys (d2l's `valid_lens`), per example.
+
+  Careful with d2l's batched code: there a vector `valid_lens` of shape (B,)
+  holds one length per EXAMPLE; here a vector holds one length per QUERY of
+  one example. For one length per example of a batch use
+  `jattn.padding_mask(valid_len_B, M)` (bool (B, 1, M)), or vmap this
+  function over the batch with scalar lengths.
 
   Args:
     valid_len: integer scalar (the same length for every query) or integer
@@ -111,3 +117,43 @@ def zero_padded_rows(x_ND, mask_N):
   if mask_N is None:
     return x_ND
   return jnp.where(mask_N[:, None], x_ND, jnp.zeros((), x_ND.dtype))
+
+
+def zero_unattended(q_LHK, k_MGK, v_MGV, mask=None, *, key_valid_len=None,
+                    query_valid_len=None):
+  """q, k, v with the rows nothing uses set to exactly zero.
+
+  A key no query may attend to (masked for every query and head, or at or
+  past every query's `key_valid_len`) and a query that may attend to
+  nothing (past `query_valid_len`, or fully masked) cannot change any
+  output, but their values could: 0 * NaN is NaN in the weighted sums.
+  Padding often holds garbage, so the attention paths zero those rows
+  first (with `jnp.where`, so their gradients are exactly zero too).
+
+  Args:
+    q_LHK: (L, H, K); k_MGK: (M, G, K); v_MGV: (M, G, V).
+    mask: None or bool broadcastable to (H, L, M).
+    key_valid_len: None or integer, scalar or (L,).
+    query_valid_len: None or integer scalar.
+
+  Returns:
+    (q_LHK, k_MGK, v_MGV), unchanged where used.
+  """
+  L, M = q_LHK.shape[0], k_MGK.shape[0]
+  keys_M = queries_L = None
+  if mask is not None:
+    mask_HLM = jnp.asarray(mask).reshape((1,) * (3 - jnp.ndim(mask))
+                                         + jnp.shape(mask))
+    keys_M = jnp.broadcast_to(jnp.any(mask_HLM, axis=(0, 1)), (M,))
+    queries_L = jnp.broadcast_to(jnp.any(mask_HLM, axis=(0, 2)), (L,))
+  if key_valid_len is not None:
+    longest = jnp.max(jnp.asarray(key_valid_len))
+    within_M = jnp.arange(M) < longest
+    keys_M = within_M if keys_M is None else keys_M & within_M
+  if query_valid_len is not None:
+    within_L = jnp.arange(L) < jnp.asarray(query_valid_len)
+    queries_L = within_L if queries_L is None else queries_L & within_L
+  keep = lambda x, rows: (x if rows is None else
+                          jnp.where(rows[:, None, None], x,
+                                    jnp.zeros((), x.dtype)))
+  return keep(q_LHK, queries_L), keep(k_MGK, keys_M), keep(v_MGV, keys_M)

@@ -25,6 +25,7 @@ from typing import Callable
 
 from jattn import _checks
 from jattn import attention as attention_lib
+from jattn import masks as masks_lib
 from jattn import positional
 
 
@@ -51,6 +52,7 @@ def init_multi_head_attention(key, d_model: int, num_heads: int, *,
   Returns:
     dict of arrays, shapes in the module docstring.
   """
+  _checks.check_prng_key(key)
   _checks.check_positive_int(d_model, "d_model")
   _checks.check_positive_int(num_heads, "num_heads")
   kv_dim = d_model if kv_dim is None else kv_dim
@@ -250,7 +252,10 @@ def self_attention(params, x, mask=None, *, positions=None, bias=None,
   Args:
     params: dict from `init_self_attention`.
     x: (n, D) tokens.
-    mask: optional bool broadcastable to (H, n, n), True = may attend.
+    mask: optional bool broadcastable to (H, n, n), True = may attend. A
+      mask of shape (n,) marks token validity: padded tokens are hidden as
+      keys and their rows of x are zeroed first (their own outputs are then
+      those of a zero query; garbage in them changes nothing else).
     positions: optional (n,) positions for rotary embeddings.
     bias, scale, is_causal, local_window, key_valid_len, query_valid_len,
       return_weights, precision, implementation, attention_fn: as in
@@ -259,6 +264,11 @@ def self_attention(params, x, mask=None, *, positions=None, bias=None,
   Returns:
     (n, D) (and float32 (H, n, n) weights if `return_weights`).
   """
+  if mask is not None and jnp.ndim(mask) == 1 and jnp.ndim(x) == 2:
+    # A (n,) mask marks token validity: padding is dropped as keys and its
+    # inputs zeroed, so whatever it holds reaches no real output or gradient.
+    x = masks_lib.zero_padded_rows(
+        jnp.asarray(x), _checks.check_token_mask(mask, jnp.shape(x)[0]))
   core = _bound_core(attention_fn, implementation, return_weights, mask=mask,
                      bias=bias, scale=scale, is_causal=is_causal,
                      local_window=local_window, key_valid_len=key_valid_len,

@@ -43,6 +43,7 @@ def init_learned_encoding(key, num_positions: int, d_model: int, *,
   Returns:
     {"table": (num_positions, d_model)} drawn from N(0, stddev^2).
   """
+  _checks.check_prng_key(key)
   _checks.check_positive_int(num_positions, "num_positions")
   _checks.check_positive_int(d_model, "d_model")
   table = stddev * jax.random.normal(key, (num_positions, d_model), dtype)

@@ -86,6 +86,7 @@ def init_rnn_layer(key, d_model: int, *, cell: str = "gru",
     dict of arrays, shapes in the module docstring. w_x is LeCun-normal,
     each gate block of w_h orthogonal, biases zero.
   """
+  _checks.check_prng_key(key)
   _checks.check_positive_int(d_model, "d_model")
   if cell not in CELLS:
     raise ValueError(

@@ -15,8 +15,9 @@ def masked_softmax(logits, mask=None):
   Args:
     logits: floating array (..., M), any float dtype.
     mask: optional bool array broadcastable to `logits.shape`; True = keep.
-      Masked entries get weight exactly 0. A row whose entries are all masked
-      gets all-zero weights (never NaN), and its gradient is zero.
+      Masked entries (and logits of -inf) get weight exactly 0, whatever
+      they hold. A row whose entries are all masked gets all-zero weights
+      (never NaN), and its gradient is zero.
 
   Returns:
     float32 (float64 for float64 logits) array of `logits.shape`; each row
@@ -27,7 +28,7 @@ def masked_softmax(logits, mask=None):
     raise ValueError(f"logits: expected rank >= 1, got shape {logits.shape}")
   logits = logits.astype(softmax_dtype(logits.dtype))
   if mask is None:
-    return jax.nn.softmax(logits, axis=-1)
+    return _softmax_where(logits, jnp.ones(logits.shape, bool))
   _checks.check_bool(mask, "mask")
   _checks.check_broadcastable(mask, "mask", logits.shape)
   return _softmax_where(logits, jnp.broadcast_to(mask, logits.shape))
@@ -39,13 +40,20 @@ def softmax_dtype(dtype):
 
 
 def _softmax_where(logits, mask):
-  """Float32 softmax of `logits` restricted to `mask` (already validated)."""
-  kept = jnp.where(mask, logits, -jnp.inf)
+  """Float32 softmax of `logits` restricted to `mask` (already validated).
+
+  No infinity is ever formed (so `jax.debug_infs` stays quiet): masked
+  entries are filled with the dtype's lowest finite value and their weights
+  set to exactly 0, and a logit of -inf (e.g. from a bias) counts as masked.
+  Whatever a masked entry holds (NaN, inf) reaches neither the weights nor
+  the gradients.
+  """
+  mask = mask & ~(jnp.isinf(logits) & (logits < 0))
+  lowest = jnp.finfo(logits.dtype).min
+  kept = jnp.where(mask, logits, lowest)
   row_max = jnp.max(kept, axis=-1, keepdims=True)
-  # A fully masked row has max -inf; shift it by 0 instead so exp gives 0.
-  row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
   # Softmax does not depend on the shift, so its gradient can be dropped.
-  exp = jnp.exp(kept - jax.lax.stop_gradient(row_max))
+  exp = jnp.where(mask, jnp.exp(kept - jax.lax.stop_gradient(row_max)), 0.0)
   total = jnp.sum(exp, axis=-1, keepdims=True)
   weights = exp / jnp.where(total > 0, total, 1.0)
   chex.assert_shape(weights, logits.shape)

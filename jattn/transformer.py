@@ -50,6 +50,7 @@ def init_transformer_block(key, d_model: int, num_heads: int, d_ff: int, *,
   Returns:
     {"attention": ..., "norm_1": ..., "ffn": ..., "norm_2": ...}.
   """
+  _checks.check_prng_key(key)
   key_attn, key_ffn = jax.random.split(key)
   return {
       "attention": multihead.init_self_attention(

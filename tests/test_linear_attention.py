@@ -150,7 +150,9 @@ class LinearAttentionTest(chex.TestCase, parameterized.TestCase):
     v = np.einsum("nd,dhk->nhk", x, p["w_v"]) + p["b_v"]
     heads = linear_oracle(q, k, v, causal=True, key_keep=keep[None])
     expected = np.einsum("nhv,hvo->no", heads, p["w_o"]) + p["b_o"]
-    self.assertLess(norm_rel_error(y, expected), 1e-5)
+    # A (n,) mask marks token validity: the padded token's own output is
+    # that of a zeroed input, so only real rows are compared.
+    self.assertLess(norm_rel_error(y[:8], expected[:8]), 1e-5)
 
   def test_refused_masks_name_the_argument(self):
     q, k, v = _qkv(7, 6, 6, 2, 2, 4)

@@ -72,6 +72,12 @@ def max_path_length(patterns, max_layers: int | None = None) -> int:
 def recurrence_step_graph(pair_pattern, n: int) -> np.ndarray:
   """One-recurrence-step position graph of a recurrent layer, (N, N) bool.
 
+  Constructed, not measured: the chain of N - 1 steps is assumed from the
+  2-token pattern, and a parallel prefix sum (`jnp.cumsum`), whose pattern
+  is the same, gets the same answer. `jaxpr_path.jaxpr_distances` measures
+  the path on the computation itself (O(N) for a `lax.scan`, O(log N) for
+  an associative scan).
+
   Args:
     pair_pattern: the (2, 2) `dependency_pattern` of the recurrent layer run
       on a 2-token sequence: entry [1, 0] says the state carries position 0

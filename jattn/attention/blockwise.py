@@ -47,6 +47,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jattn import _checks
+from jattn import masks as masks_lib
 from jattn import softmax as softmax_lib
 
 # Tile sizes tuned on the 2-core AVX-512 CPU of experiments/attention (K = 64,
@@ -512,8 +513,9 @@ def core(plan: Plan, q, kT, v, bias, mask, key_len):
 
   Args:
     plan: static tile plan.
-    q: (G, Lp, R, K) queries already multiplied by the logit scale.
-    kT: (G, K, Mp) keys, transposed, with q's dtype.
+    q: (G, Lp, R, K) queries already multiplied by the logit scale (float32
+      or wider for low-precision inputs, see `attend`).
+    kT: (G, K, Mp) keys, transposed, in the inputs' dtype.
     v: (G, Mp, V).
     bias: None or float (Gx, Lx, Rx, Mx) (see the module docstring).
     mask: None or bool, laid out like bias; True = may attend.
@@ -581,7 +583,8 @@ def attend(q_LHK, k_MGK, v_MGV, *, mask=None, bias=None, scale,
            causal: bool = False, window=None, key_valid_len=None,
            query_valid_len=None, block_q: int | None = None,
            block_k: int | None = None, precision=None,
-           engine: Engine | None = None):
+           engine: Engine | None = None,
+           scale_in_input_dtype: bool = False):
   """Blockwise attention on validated multi-head inputs.
 
   Args:
@@ -597,6 +600,11 @@ def attend(q_LHK, k_MGK, v_MGV, *, mask=None, bias=None, scale,
     precision: matmul precision.
     engine: the tile engine (default `ENGINE`, pure JAX); the Pallas
       implementation passes its own.
+    scale_in_input_dtype: round the scaled queries back to the input dtype
+      (as low-precision kernels need) instead of keeping them in float32.
+      Kept in float32 (the default), the logits are as accurate as dense
+      attention's on bf16/f16 inputs, and dq cannot overflow float16 on its
+      way back through a small scale.
 
   Returns:
     (L, H, V) in q's dtype.
@@ -606,13 +614,21 @@ def attend(q_LHK, k_MGK, v_MGV, *, mask=None, bias=None, scale,
   V = v_MGV.shape[-1]
   R = H // G
   out_dtype = q_LHK.dtype
+  if M == 0:  # no keys: every row is fully masked (as in dense attention)
+    return jnp.zeros((L, H, V), out_dtype)
   engine = ENGINE if engine is None else engine
   plan = engine.make_plan(L, M, block_q=block_q, block_k=block_k,
                           causal=causal, window=window, precision=precision)
   dtype = jnp.result_type(q_LHK, k_MGK)
   acc = softmax_lib.softmax_dtype(dtype)
-  # Folding the scale into q costs O(L K) instead of O(L M) per call.
-  q_LHK = (q_LHK.astype(acc) * jnp.asarray(scale, acc)).astype(dtype)
+  q_LHK, k_MGK, v_MGV = masks_lib.zero_unattended(
+      q_LHK, k_MGK, v_MGV, mask, key_valid_len=key_valid_len,
+      query_valid_len=query_valid_len)
+  # Folding the scale into q costs O(L K) instead of O(L M) per call; the
+  # scaled q stays in float32 (rounding it to bf16 costs dense accuracy).
+  q_LHK = q_LHK.astype(acc) * jnp.asarray(scale, acc)
+  if scale_in_input_dtype:
+    q_LHK = q_LHK.astype(dtype)
   v_MGV = v_MGV.astype(jnp.promote_types(v_MGV.dtype, dtype))
 
   Lp, Mp = plan.padded_queries, plan.padded_keys

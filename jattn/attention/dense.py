@@ -49,8 +49,11 @@ def attention(q, k, v, mask=None, *, bias=None, scale=None,
   allowed = allowed_pairs(x.mask, x.L, x.M, causal=x.is_causal,
                           window=x.window, key_valid_len=x.key_valid_len,
                           query_valid_len=x.query_valid_len)
-  out_LHV, weights_HLM = attend(x.q, x.k, x.v, allowed, x.bias, x.scale,
-                                precision)
+  q_LHK, k_MGK, v_MGV = masks_lib.zero_unattended(
+      x.q, x.k, x.v, x.mask, key_valid_len=x.key_valid_len,
+      query_valid_len=x.query_valid_len)
+  out_LHV, weights_HLM = attend(q_LHK, k_MGK, v_MGV, allowed, x.bias,
+                                x.scale, precision)
   out = x.output(out_LHV)
   if return_weights:
     return out, (weights_HLM[0] if x.single_head else weights_HLM)
@@ -81,6 +84,8 @@ def attend(q_LHK, k_MGK, v_MGV, allowed, bias, scale, precision):
   V = v_MGV.shape[-1]
   R = H // G  # query heads per key/value head
   acc = softmax_lib.softmax_dtype(jnp.result_type(q_LHK, k_MGK))
+  if M == 0:  # no keys: every row is fully masked
+    return jnp.zeros((L, H, V), q_LHK.dtype), jnp.zeros((H, L, 0), acc)
   scale_logits = q_LHK.dtype != acc
   if not scale_logits:
     # Scaling q (O(L K)) rather than the logits (O(L M)) saves a pass over

@@ -162,7 +162,10 @@ def feature_attention(phi_q_LHP, phi_k_MGP, v_MGV, *, key_mask=None,
       v = jnp.repeat(v, H // G, axis=1)
       G = H
     keep_MX1 = key_mask.T[:, :, None]
+    # Dropped keys add nothing, whatever their keys and values hold (0 *
+    # NaN would be NaN in the sums).
     phi_k = jnp.where(keep_MX1, phi_k, jnp.zeros((), acc))
+    v = jnp.where(keep_MX1, v, jnp.zeros((), acc))
   R = H // G
   phi_q = phi_q.reshape(L, G, R, P)
   einsum = lambda spec, *xs: jnp.einsum(spec, *xs, precision=precision,

@@ -325,7 +325,12 @@ def ring_attention_shard(q_LHK, k_MGK, v_MGV, key_mask_M=None, *,
   R = H // G
   dtype = jnp.result_type(q_LHK, k_MGK)
   acc = softmax_lib.softmax_dtype(dtype)
-  q_LHK = (q_LHK.astype(acc) * jnp.asarray(scale, acc)).astype(dtype)
+  out_dtype = q_LHK.dtype
+  if key_mask_M is not None:  # unused keys: zero, whatever they hold
+    k_MGK, v_MGV = (jnp.where(key_mask_M[:, None, None], x,
+                              jnp.zeros((), x.dtype)) for x in (k_MGK, v_MGV))
+  # The scaled q stays in float32: rounding it to bf16 costs accuracy.
+  q_LHK = q_LHK.astype(acc) * jnp.asarray(scale, acc)
   v_MGV = v_MGV.astype(jnp.promote_types(v_MGV.dtype, dtype))
   Lp, Mp = ring.off.padded_queries, ring.off.padded_keys
   q = jnp.pad(q_LHK.reshape(L, G, R, K).transpose(1, 0, 2, 3),
@@ -355,7 +360,7 @@ def ring_attention_shard(q_LHK, k_MGK, v_MGV, key_mask_M=None, *,
     keep_L = rows_L < jnp.asarray(query_valid_len)
     out_LHV = jnp.where(keep_L[:, None, None], out_LHV,
                         jnp.zeros((), out_LHV.dtype))
-  out_LHV = out_LHV.astype(dtype)
+  out_LHV = out_LHV.astype(out_dtype)
   chex.assert_shape(out_LHV, (L, H, V))
   return out_LHV
 
@@ -533,6 +538,11 @@ def ring_attention(q_BLHK, k_BMGK, v_BMGV, mask=None, *, mesh=None,
                        f"or 1, got shape {x.shape}")
     return jnp.broadcast_to(x, (B,) + x.shape[1:])
 
+  for name, length in (("key_valid_len", key_valid_len),
+                       ("query_valid_len", query_valid_len)):
+    if length is not None:
+      _checks.check_integer(length, name)
+      _checks.check_nonnegative_values(length, name)
   extras = {
       "mask": batched(mask, "mask", (2, 3, 4)),
       "key_valid_len": batched(key_valid_len, "key_valid_len", (0, 1, 2)),

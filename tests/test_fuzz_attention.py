@@ -1,0 +1,155 @@
+"""Seeded random cases: every exact-softmax path against dense attention and
+the float64 oracle, at large logits in low precision, and garbage (NaN) in
+masked positions changing nothing.
+
+The default run draws a few hundred cases (one compile per path, dtype and
+structure; the examples of a cell run as one vmapped batch); `-m slow` runs
+a larger sweep. A tiled path passes when its error is within a small factor
+of dense attention's error on the same inputs (plus a floor).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jattn
+from tests import helpers
+from tests.test_blockwise import allowed_pairs
+from tests.test_blockwise import attention_vjp_oracle
+
+H, G, K = 4, 2, 16
+STRUCTURES = {
+    "causal_keylen": dict(is_causal=True, key_valid_len=True),
+    "window_querylen": dict(local_window=(7, 3), query_valid_len=True),
+}
+PATHS = {  # name -> core, called like dot_product_attention
+    "dense": functools.partial(jattn.dot_product_attention,
+                               implementation="dense"),
+    "blockwise": functools.partial(jattn.dot_product_attention,
+                                   implementation="blockwise", block_q=16,
+                                   block_k=16),
+    "local": lambda q, k, v, **kw: jattn.local_attention(
+        q, k, v, kw.pop("local_window", None) or (10 ** 6, 10 ** 6),
+        block_q=16, block_k=16, **kw),
+}
+
+
+def _case_inputs(rng, E, L, M, dtype, logit_scale):
+  """E examples whose logits reach about `logit_scale` (scale 0.3)."""
+  spread = np.sqrt(logit_scale / (0.3 * np.sqrt(K)))
+  q = rng.normal(size=(E, L, H, K)) * spread
+  k = rng.normal(size=(E, M, G, K)) * spread
+  v = rng.normal(size=(E, M, G, K))
+  d_out = rng.normal(size=(E, L, H, K))
+  # Round to the dtype first, so the oracle sees the same inputs.
+  return tuple(np.asarray(jnp.asarray(x, dtype)) for x in (q, k, v, d_out))
+
+
+def _lengths(rng, E, L, M):
+  return rng.integers(0, M + 1, size=(E,)), rng.integers(0, L + 1, size=(E,))
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(path: str, structure_name: str):
+  """jit(vmap) of one example's output and (dq, dk, dv), built once."""
+  structure = STRUCTURES[structure_name]
+
+  def one(q, k, v, d_out, key_len, query_len):
+    kwargs = {n: a for n, a in structure.items()
+              if n not in ("key_valid_len", "query_valid_len")}
+    if structure.get("key_valid_len"):
+      kwargs["key_valid_len"] = key_len
+    if structure.get("query_valid_len"):
+      kwargs["query_valid_len"] = query_len
+    kwargs["scale"] = 0.3
+    out, vjp = jax.vjp(lambda q, k, v: PATHS[path](q, k, v, **kwargs), q, k, v)
+    return (out, *vjp(d_out))
+
+  return jax.jit(jax.vmap(one))
+
+
+def _run(path, structure_name, q, k, v, d_out, key_len, query_len):
+  """Outputs and (dq, dk, dv) of E examples."""
+  return _compiled(path, structure_name)(q, k, v, d_out, key_len, query_len)
+
+
+def _oracle(structure, q, k, v, d_out, key_len, query_len):
+  L, M = q.shape[1], k.shape[1]
+  results = []
+  for e in range(q.shape[0]):
+    allowed = allowed_pairs(
+        H, L, M, causal=structure.get("is_causal", False),
+        window=structure.get("local_window"),
+        key_valid_len=key_len[e] if structure.get("key_valid_len") else None,
+        query_valid_len=(query_len[e] if structure.get("query_valid_len")
+                         else None))
+    results.append(attention_vjp_oracle(q[e], k[e], v[e], allowed, None, 0.3,
+                                        d_out[e])[:4])
+  return [np.stack(parts) for parts in zip(*results)]
+
+
+def _garbage(q, k, v, key_len, query_len, structure):
+  """Copies with NaN in every row no pair uses (keys past the lengths,
+  queries past query_valid_len)."""
+  q, k, v = q.copy(), k.copy(), v.copy()
+  for e in range(q.shape[0]):
+    if structure.get("key_valid_len"):
+      k[e, key_len[e]:] = np.nan
+      v[e, key_len[e]:] = np.nan
+    if structure.get("query_valid_len"):
+      q[e, query_len[e]:] = np.nan
+  return q, k, v
+
+
+def _sweep(seed, E, dtypes, logit_scales, L=45, M=61):
+  worst = {}
+  rng = np.random.default_rng(seed)
+  for dtype in dtypes:
+    for logit_scale in logit_scales:
+      for name, structure in STRUCTURES.items():
+        q, k, v, d_out = _case_inputs(rng, E, L, M, dtype, logit_scale)
+        key_len, query_len = _lengths(rng, E, L, M)
+        want = _oracle(structure, q, k, v, d_out, key_len, query_len)
+        got = {path: _run(path, name, q, k, v, d_out, key_len, query_len)
+               for path in PATHS if path != "local" or "local_window" in
+               structure}
+        errors = {path: [helpers.max_rel_error(g, w) for g, w in
+                         zip(parts, want)] for path, parts in got.items()}
+        for path, errs in errors.items():
+          key = (path, jnp.dtype(dtype).name)
+          worst[key] = np.maximum(worst.get(key, 0.0), errs)
+          for part, err, dense_err in zip(("out", "dq", "dk", "dv"), errs,
+                                          errors["dense"]):
+            floor = 5e-3 if dtype != np.float32 else 1e-5
+            assert err <= 3 * dense_err + floor, (
+                path, dtype, logit_scale, name, part, err, dense_err)
+        # NaN where nothing looks changes nothing (outputs and gradients).
+        dirty = _garbage(q, k, v, key_len, query_len, structure)
+        for path, parts in got.items():
+          again = _run(path, name, *dirty, d_out, key_len, query_len)
+          for part, clean, noisy in zip(("out", "dq", "dk", "dv"), parts,
+                                        again):
+            clean, noisy = np.asarray(clean), np.asarray(noisy)
+            np.testing.assert_array_equal(
+                np.nan_to_num(noisy, nan=7.0), np.nan_to_num(clean, nan=7.0),
+                err_msg=f"{path} {dtype} {name} {part}")
+            assert np.isfinite(noisy).all(), (path, dtype, name, part)
+  return worst
+
+
+def test_tiled_paths_are_as_accurate_as_dense_and_ignore_masked_garbage():
+  # 2 dtypes x 2 logit scales x 2 structures x 24 examples = 192 cases per
+  # path, logits up to about 300.
+  _sweep(0, 24, (jnp.bfloat16, jnp.float16), (30.0, 300.0))
+
+
+@pytest.mark.slow
+def test_bigger_sweep():
+  worst = _sweep(1, 64, (jnp.bfloat16, jnp.float16, np.float32),
+                 (10.0, 100.0, 300.0, 1000.0))
+  for (path, dtype), errs in sorted(worst.items()):
+    print(f"{path:>9} {dtype:>8} worst out/dq/dk/dv " +
+          " ".join(f"{e:.2e}" for e in errs))
