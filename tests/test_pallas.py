@@ -1,19 +1,24 @@
-"""The Pallas attention kernel (interpret mode on CPU) against float64 oracles."""
+"""The Pallas attention kernel: interpret mode on CPU against float64
+oracles, and lowering for GPU (Triton) and TPU (Mosaic) from this CPU host."""
 
+import itertools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl.testing import parameterized
+from jax import lax
 import pytest
 
 import jattn
+from jattn.attention import blockwise
 from jattn.attention import pallas as pallas_attention
 from tests.test_blockwise import allowed_pairs
 from tests.test_blockwise import attention_vjp_oracle
 from tests.test_blockwise import run_vjp
 from tests import helpers
+from tests import lowering
 
 # Run on the floor versions too (.ci/run: pytest -m floor in Colab's pins).
 pytestmark = pytest.mark.floor
@@ -62,6 +67,74 @@ class PallasOracleTest(parameterized.TestCase):
     np.testing.assert_allclose(fn("pallas")(q), fn("dense")(q), rtol=1e-5,
                                atol=1e-6)
 
+  def test_bfloat16_jit_vmap_grad(self):
+    """bf16 under jit(vmap(grad)) on CPU runs and matches the oracle: the
+    interpret kernel's dots and the CPU backward's tile matmuls run on
+    float32 copies (without them XLA:CPU raises "Unsupported element type
+    for DotThunk::Execute: BF16 x BF16 = F32" here, from the backward)."""
+    B, L, H, G, K = 2, 40, 4, 2, 16
+    rng = np.random.default_rng(16)
+    q, k, v, d_out = (
+        jnp.asarray(rng.normal(size=s), jnp.bfloat16)
+        for s in [(B, L, H, K), (B, L, G, K), (B, L, G, K), (B, L, H, K)])
+    key_len = rng.integers(1, L + 1, size=(B, L)).astype(np.int32)
+
+    def loss(q, k, v, d_out, key_len):
+      out = jattn.dot_product_attention(
+          q, k, v, is_causal=True, key_valid_len=key_len,
+          implementation="pallas")
+      return jnp.sum(out.astype(jnp.float32) * d_out.astype(jnp.float32))
+
+    grads = jax.jit(jax.vmap(jax.grad(loss, argnums=(0, 1, 2))))(
+        q, k, v, d_out, key_len)
+    for b in range(B):
+      allowed = allowed_pairs(H, L, L, causal=True, key_valid_len=key_len[b])
+      expected = attention_vjp_oracle(q[b], k[b], v[b], allowed, None,
+                                      1 / math.sqrt(K), d_out[b])
+      for name, got, want in zip(("dq", "dk", "dv"), grads, expected[1:4]):
+        self.assertEqual(got.dtype, jnp.bfloat16)
+        self.assertLess(helpers.max_rel_error(got[b], want), 3e-2, name)
+
+
+@pytest.mark.parametrize("case", (
+    "key_len_window", pytest.param("causal", marks=pytest.mark.slow)))
+@pytest.mark.parametrize("platform", (None, "cuda", "tpu"))
+def test_head_width_80_highest_matches_oracle(platform, case):
+  """K = V = 80 at precision HIGHEST, by the CPU kernel and by the GPU and
+  TPU layouts emulated in interpret mode: "cuda" pads the head widths to 128
+  (and slices V back), "tpu" uses 128-wide key tiles over keys padded past
+  the plan's, in (M, K) layout."""
+  L, M, H, G, K, V = 45, 150, 4, 2, 80, 80
+  rng = np.random.default_rng(80)
+  q, k, v = (rng.normal(size=s).astype(np.float32)
+             for s in [(L, H, K), (M, G, K), (M, G, V)])
+  d_out = rng.normal(size=(L, H, V)).astype(np.float32)
+  key_len, causal, window = None, False, None
+  if case == "key_len_window":
+    key_len = rng.integers(0, M + 1, size=(L,)).astype(np.int32)
+    window = (30, 70)
+  else:
+    causal = True
+  engine = (pallas_attention.ENGINE if platform is None
+            else pallas_attention.emulated_engine(platform))
+
+  def fn(q, k, v, b):
+    del b
+    return blockwise.attend(
+        q, k, v, scale=1 / math.sqrt(K), causal=causal, window=window,
+        key_valid_len=key_len, block_q=16, block_k=16,
+        precision=lax.Precision.HIGHEST, engine=engine)
+
+  out, grads = run_vjp(fn, q, k, v, d_out)
+  allowed = allowed_pairs(H, L, M, causal=causal, window=window,
+                          key_valid_len=key_len)
+  expected = attention_vjp_oracle(q, k, v, allowed, None, 1 / math.sqrt(K),
+                                  d_out)
+  assert out.shape == (L, H, V)
+  for name, got, want in zip(("out", "dq", "dk", "dv"), (out, *grads[:3]),
+                             expected[:4]):
+    assert helpers.max_rel_error(got, want) < 1e-5, name
+
 
 class PallasPlanTest(parameterized.TestCase):
 
@@ -78,6 +151,162 @@ class PallasPlanTest(parameterized.TestCase):
                         ("bias", jnp.ones((4, 4)))):
       with self.assertRaisesRegex(ValueError, f"^{name}: expected None"):
         pallas_attention.attention(x, x, x, **{name: value})
+
+  def test_emulated_engine_refuses_other_platforms(self):
+    with self.assertRaisesRegex(ValueError, "^platform: expected"):
+      pallas_attention.emulated_engine("rocm")
+
+  @parameterized.parameters(
+      (None, None, None),
+      ("highest", lax.Precision.HIGHEST, lax.Precision.HIGHEST),
+      (lax.Precision.HIGH, lax.Precision.HIGH, lax.Precision.HIGHEST))
+  def test_precision_reaches_every_kernel_dot(self, precision, want, want_tpu):
+    """Both dots of each of the three kernels (Triton, Mosaic, interpret)
+    run at the call's precision (Mosaic has only DEFAULT and HIGHEST)."""
+    q = jnp.zeros((40, 2, 16), jnp.float32)
+    jaxpr = jax.make_jaxpr(lambda q: jattn.dot_product_attention(
+        q, q, q, implementation="pallas", precision=precision))(q)
+    per_kernel = _kernel_dot_precisions(jaxpr.jaxpr)
+    self.assertEqual([p for p, _ in per_kernel],
+                     [("cuda", "rocm"), ("tpu",), None])
+    pair = lambda p: None if p is None else (p, p)
+    self.assertEqual([dots for _, dots in per_kernel],
+                     [[pair(want)] * 2, [pair(want_tpu)] * 2,
+                      [pair(want)] * 2])
+
+
+def _sub_jaxprs(params):
+  """The jaxprs among an equation's parameters (cond branches, loop bodies,
+  pallas_call kernels)."""
+  for value in params.values():
+    for item in value if isinstance(value, (tuple, list)) else (value,):
+      if hasattr(item, "eqns"):
+        yield item
+      elif hasattr(getattr(item, "jaxpr", None), "eqns"):
+        yield item.jaxpr
+
+
+def _dot_precisions(jaxpr):
+  """The `precision` of every dot_general in `jaxpr`, nested ones included."""
+  found = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "dot_general":
+      found.append(eqn.params["precision"])
+    for sub in _sub_jaxprs(eqn.params):
+      found += _dot_precisions(sub)
+  return found
+
+
+def _kernel_dot_precisions(jaxpr):
+  """[(platforms, dot precisions)] for the pallas_call in each branch of
+  the `platform_dependent` conditional in `jaxpr`."""
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "cond" and eqn.params.get("branches_platforms"):
+      result = []
+      for platforms, branch in zip(eqn.params["branches_platforms"],
+                                   eqn.params["branches"]):
+        kernels = [e for e in branch.jaxpr.eqns
+                   if e.primitive.name == "pallas_call"]
+        assert len(kernels) == 1, kernels
+        result.append((platforms, _dot_precisions(kernels[0].params["jaxpr"])))
+      return result
+    for sub in _sub_jaxprs(eqn.params):
+      result = _kernel_dot_precisions(sub)
+      if result:
+        return result
+  return []
+
+
+# ---------------------------------------------------------------------------
+# Lowering for the accelerators from this CPU host.
+
+PLATFORMS = (("cuda", None), ("tpu", "v5e"), ("tpu", "v6e"))
+KINDS = ("causal", "window", "key_len_scalar", "key_len_per_query", "gqa")
+SHAPES = tuple(itertools.product((1024, 4100), (jnp.bfloat16, jnp.float32),
+                                 (64, 80)))   # (L, dtype, head width K = V)
+BATCH = 2
+
+
+def _lowering_cases():
+  """Every (platform, chip, L, dtype, K, kind, grad); per platform one case
+  per (kind, fwd/grad), the shapes rotating through SHAPES, runs by default
+  (30 cases); the other 210 are marked slow."""
+  cases = []
+  for p, (platform, chip) in enumerate(PLATFORMS):
+    for s, (L, dtype, K) in enumerate(SHAPES):
+      for k, kind in enumerate(KINDS):
+        for grad in (False, True):
+          default = s == (2 * k + grad + 3 * p) % len(SHAPES)
+          name = (f"{platform}{'_' + chip if chip else ''}-L{L}-"
+                  f"{jnp.dtype(dtype).name}-K{K}-{kind}-"
+                  f"{'grad' if grad else 'fwd'}")
+          cases.append(pytest.param(
+              platform, chip, L, dtype, K, kind, grad, id=name,
+              marks=() if default else pytest.mark.slow))
+  return cases
+
+
+def _vmapped_attention(L, dtype, K, kind, grad):
+  """jax.vmap (batch BATCH) of the attention (or its grad in q, k, v) and
+  abstract arguments for it."""
+  H, G = (4, 2) if kind == "gqa" else (2, 2)
+  args = (jax.ShapeDtypeStruct((BATCH, L, H, K), dtype),
+          jax.ShapeDtypeStruct((BATCH, L, G, K), dtype),
+          jax.ShapeDtypeStruct((BATCH, L, G, K), dtype),
+          jax.ShapeDtypeStruct((BATCH, L), jnp.int32))
+  options = dict(causal=dict(is_causal=True),
+                 window=dict(local_window=(100, 0)),
+                 key_len_scalar=dict(key_valid_len=L - 3),
+                 gqa=dict(is_causal=True)).get(kind, {})
+
+  def attention(q, k, v, key_len):
+    if kind == "key_len_per_query":
+      options["key_valid_len"] = key_len
+    return jattn.dot_product_attention(q, k, v, implementation="pallas",
+                                       **options)
+
+  def loss_grad(q, k, v, key_len):
+    loss = lambda q, k, v: jnp.sum(attention(q, k, v, key_len).astype(
+        jnp.float32))
+    return jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
+
+  return jax.vmap(loss_grad if grad else attention), args
+
+
+@pytest.mark.parametrize("platform,chip,L,dtype,K,kind,grad",
+                         _lowering_cases())
+def test_lowers_to_the_platform_kernel(platform, chip, L, dtype, K, kind,
+                                       grad):
+  """Lowered for "cuda" the module holds the Triton kernel, for "tpu" the
+  Mosaic kernel, and neither Mosaic GPU nor the interpret emulation (a
+  forward has no loop outside the kernel)."""
+  fn, args = _vmapped_attention(L, dtype, K, kind, grad)
+  text = lowering.lower(fn, *args, platform=platform, chip=chip or "v5e")
+  kernel = "triton" if platform == "cuda" else "tpu"
+  assert lowering.count(text, kernel) == 1, lowering.custom_calls(text)
+  for absent in ("mosaic_gpu", "interpret_callback"):
+    assert lowering.MARKERS[absent] not in text, absent
+  if not grad:
+    assert "stablehlo.while" not in text
+
+
+def test_cpu_lowering_is_the_interpreter():
+  """The same traced function lowered for "cpu" keeps the interpret-mode
+  emulation (loops), no accelerator kernel."""
+  fn, args = _vmapped_attention(1024, jnp.float32, 64, "causal", False)
+  text = jax.jit(fn).trace(*args).lower(lowering_platforms=("cpu",)).as_text()
+  assert "stablehlo.while" in text
+  for kernel in ("triton", "tpu", "mosaic_gpu"):
+    assert lowering.count(text, kernel) == 0, kernel
+
+
+@pytest.mark.parametrize("platform", ("cuda", "tpu"))
+def test_lowering_a_mask_array_raises_naming_mask(platform):
+  q = jax.ShapeDtypeStruct((128, 2, 64), jnp.float32)
+  mask = jnp.ones((128, 128), bool)
+  with pytest.raises(ValueError, match="^mask: expected None"):
+    lowering.lower(lambda q: jattn.dot_product_attention(
+        q, q, q, mask, implementation="pallas"), q, platform=platform)
 
 
 if __name__ == "__main__":

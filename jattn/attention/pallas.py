@@ -11,7 +11,9 @@ default, which is TF32 for float32 on NVIDIA Ampere and newer).
 The backward pass is NOT a Pallas kernel: the `jax.custom_vjp` here reuses the
 pure-JAX blockwise backward (`jattn.attention.blockwise.backward`), which
 recomputes tiles from the same residuals (q, k, v, out, lse), so memory stays
-O(L + M).
+O(L + M). Lowered for CPU it runs on float32 copies of bfloat16/float16
+residuals (some of its batched bf16 x bf16 -> f32 tile matmuls are dots
+XLA:CPU cannot run); elsewhere in the inputs' dtype.
 
 Supported: causal and local-window structure, key lengths (`key_valid_len`,
 scalar or per query), L and M of any size (padded to power-of-two tiles),
@@ -34,19 +36,22 @@ time:
               (Lp, 1) int32 column (block (block_q, 1)), which satisfies the
               TPU rule on the last two block dims (multiples of (8, 128) or
               the whole array) also under `jax.vmap`.
-              Memory limit: the kernel's K/V block is a head's WHOLE K and V,
-              DMA'd into VMEM and double-buffered, so M is bounded by VMEM
-              (128 MiB on v5e/v6e, less by default: the scoped limit is
-              16/32 MiB) -- at M = 64k, float32, K = V = 64 that is about
-              96 MiB (K 16 MiB, V 32 MiB after lane padding of the 64-wide
-              rows to 128, times two buffers). Beyond a few thousand keys
-              (float32) it needs a larger `vmem_limit_bytes` or a kernel that
-              streams K/V blocks from HBM; neither is done here.
+              Memory limit (documented, not fixed): the kernel's K/V block
+              is a head's WHOLE K and V, DMA'd into VMEM and double-buffered,
+              so M is bounded by VMEM (128 MiB on v5e/v6e; the default scoped
+              limit is 16 MiB on v5e, 32 MiB on v6e). In VMEM a row of K or V
+              is padded to a multiple of 128 lanes: per head that is about
+              2 buffers x M x (128 + 128) x 4 bytes for float32, K = V = 64,
+              i.e. 128 MiB at M = 64k (96 MiB if K were kept as (K, M)), and
+              the 16 MiB default is reached near M = 8k. Longer keys need a
+              larger `vmem_limit_bytes` or a kernel that streams K/V blocks
+              from HBM; neither is done here.
   otherwise   Pallas interpret mode (plain XLA loops; slow, for tests). Dots
               of narrow floats (bfloat16, float16) are computed on float32
               copies of the same values (products of two bf16 numbers are
               exact in float32, so the numerics match a bf16 x bf16 -> f32
-              hardware dot), because XLA:CPU has no bf16 x bf16 -> f32 dot.
+              hardware dot): XLA:CPU cannot run some bf16 x bf16 -> f32
+              dots.
 
 The GPU and TPU paths are checked by lowering from a CPU host
 (tests/test_pallas.py); they were not run on hardware in this project (no
@@ -102,6 +107,28 @@ def make_plan(num_queries: int, num_keys: int, *, block_q: int | None = None,
 # The kernel (one per platform, from the same body).
 
 
+def _key_block_range(plan: blockwise.Plan, i):
+  """`blockwise.key_block_range` by truncating division of values >= 0.
+
+  jnp's floor division lowers through `sign`, whose Mosaic rule asks for the
+  TPU generation, which a CPU host lowering for TPU does not have; the
+  kernel's indices are never negative, so `lax.div` gives the same blocks.
+  """
+  int32 = lambda x: jnp.asarray(x, jnp.int32)
+  first_row = int32(i * plan.block_q)
+  last_row = jnp.minimum(first_row + plan.block_q, plan.num_queries) - 1
+  first_col, last_col = int32(0), int32(plan.num_keys - 1)
+  if plan.causal:
+    last_col = jnp.minimum(last_col, last_row)
+  if plan.window is not None:
+    left, right = plan.window
+    first_col = jnp.maximum(first_col, first_row - left)
+    last_col = jnp.minimum(last_col, last_row + right)
+  lo = lax.div(first_col, int32(plan.block_k))
+  hi = lax.div(jnp.maximum(last_col, 0), int32(plan.block_k)) + 1
+  return lo, jnp.where(last_col < first_col, lo, hi)
+
+
 def _kernel(q_ref, k_ref, v_ref, *refs, plan: blockwise.Plan, has_len: bool,
             k_transposed: bool, dot_dtype, precision):
   """One (head, query block): online softmax over the allowed key blocks.
@@ -119,6 +146,10 @@ def _kernel(q_ref, k_ref, v_ref, *refs, plan: blockwise.Plan, has_len: bool,
   i = pl.program_id(1)
   q_QK = q_ref[...]
   acc = softmax_lib.softmax_dtype(q_QK.dtype)
+  # Typed scalars: a Python float is a float64 constant under jax_enable_x64,
+  # and Mosaic (jax 0.7) cannot cast float64 to float32.
+  neg_inf, zero, one, pos_inf = (acc.type(c)
+                                 for c in (-jnp.inf, 0, 1, jnp.inf))
   len_Q1 = None if len_ref is None else len_ref[...]
   cast = (lambda x: x) if dot_dtype is None else (lambda x: x.astype(dot_dtype))
   q_QK = cast(q_QK)
@@ -138,9 +169,9 @@ def _kernel(q_ref, k_ref, v_ref, *refs, plan: blockwise.Plan, has_len: bool,
     cols_QC = j * bk + lax.broadcasted_iota(jnp.int32, (bq, bk), 1)
     valid_QC = blockwise.structural_valid(plan, rows_QC, cols_QC, len_Q1)
     if valid_QC is not None:
-      s_QC = jnp.where(valid_QC, s_QC, -jnp.inf)
+      s_QC = jnp.where(valid_QC, s_QC, neg_inf)
     m_new = jnp.maximum(m_Q1, jnp.max(s_QC, axis=1, keepdims=True))
-    shift_Q1 = jnp.where(m_new == -jnp.inf, 0.0, m_new).astype(acc)
+    shift_Q1 = jnp.where(m_new == neg_inf, zero, m_new)
     p_QC = jnp.exp(s_QC - shift_Q1)
     correction_Q1 = jnp.exp(m_Q1 - shift_Q1)
     l_Q1 = l_Q1 * correction_Q1 + jnp.sum(p_QC, axis=1, keepdims=True)
@@ -149,16 +180,16 @@ def _kernel(q_ref, k_ref, v_ref, *refs, plan: blockwise.Plan, has_len: bool,
     return m_new, l_Q1, o_QV * correction_Q1 + pv_QV
 
   V = v_ref.shape[-1]
-  init = (jnp.full((bq, 1), -jnp.inf, acc), jnp.zeros((bq, 1), acc),
+  init = (jnp.full((bq, 1), neg_inf, acc), jnp.zeros((bq, 1), acc),
           jnp.zeros((bq, V), acc))
-  lo, hi = blockwise.key_block_range(plan, i)
+  lo, hi = _key_block_range(plan, i)
   m_Q1, l_Q1, o_QV = lax.fori_loop(lo, hi, body, init)
-  nonempty_Q1 = l_Q1 > 0
-  safe_l_Q1 = jnp.where(nonempty_Q1, l_Q1, 1.0)
+  nonempty_Q1 = l_Q1 > zero
+  safe_l_Q1 = jnp.where(nonempty_Q1, l_Q1, one)
   o_ref[...] = (o_QV / safe_l_Q1).astype(o_ref.dtype)
-  shift_Q1 = jnp.where(m_Q1 == -jnp.inf, 0.0, m_Q1)
+  shift_Q1 = jnp.where(m_Q1 == neg_inf, zero, m_Q1)
   lse_ref[...] = jnp.where(nonempty_Q1, shift_Q1 + jnp.log(safe_l_Q1),
-                           jnp.inf).astype(lse_ref.dtype)
+                           pos_inf).astype(lse_ref.dtype)
 
 
 def _pallas_forward(plan: blockwise.Plan, R: int, q_NLK, k, v_GMV, len_L1, *,
@@ -177,10 +208,11 @@ def _pallas_forward(plan: blockwise.Plan, R: int, q_NLK, k, v_GMV, len_L1, *,
   acc = softmax_lib.softmax_dtype(q_NLK.dtype)
   has_len = len_L1 is not None
   k_block = (None, K, Mk) if k_transposed else (None, Mk, K)
+  kv_head = lambda n, i: (lax.div(n, jnp.int32(R)), 0, 0)   # n // R
   in_specs = [
       pl.BlockSpec((None, bq, K), lambda n, i: (n, i, 0)),
-      pl.BlockSpec(k_block, lambda n, i: (n // R, 0, 0)),
-      pl.BlockSpec((None, Mk, V), lambda n, i: (n // R, 0, 0)),
+      pl.BlockSpec(k_block, kv_head),
+      pl.BlockSpec((None, Mk, V), kv_head),
   ]
   args = [q_NLK, k, v_GMV]
   if has_len:
@@ -211,60 +243,86 @@ def _pad_axis(x, axis: int, size: int):
   return jnp.pad(x, pad)
 
 
-def _triton_forward(plan, R, q_NLK, kT_GKM, v_GMV, len_L1):
-  """GPU: the Triton kernel on head widths padded to powers of two."""
+def _interpret_params(dtype):
+  """`_pallas_forward` arguments for interpret mode: narrow-float dots in
+  float32 (XLA:CPU cannot run some bf16 x bf16 -> f32 dots)."""
+  narrow = jnp.finfo(dtype).bits < 32
+  return dict(interpret=True, dot_dtype=jnp.float32 if narrow else None)
+
+
+def _triton_forward(plan, R, emulate, q_NLK, kT_GKM, v_GMV, len_L1):
+  """GPU: the Triton kernel on head widths padded to powers of two.
+
+  emulate: run the same padded layout in interpret mode (tests on CPU).
+  """
   K, V = q_NLK.shape[-1], v_GMV.shape[-1]
   Kp, Vp = pl.next_power_of_2(K), pl.next_power_of_2(V)
-  params = pltriton.CompilerParams(num_warps=4 if max(Kp, Vp) <= 64 else 8,
-                                   num_stages=_TRITON_NUM_STAGES)
+  if emulate:
+    call = _interpret_params(q_NLK.dtype)
+  else:
+    call = dict(compiler_params=pltriton.CompilerParams(
+        num_warps=4 if max(Kp, Vp) <= 64 else 8,
+        num_stages=_TRITON_NUM_STAGES))
   out_NLV, lse_NL1 = _pallas_forward(
       plan, R, _pad_axis(q_NLK, 2, Kp), _pad_axis(kT_GKM, 1, Kp),
       _pad_axis(v_GMV, 2, Vp), len_L1, k_transposed=True,
-      precision=plan.precision, compiler_params=params)
+      precision=plan.precision, **call)
   return out_NLV[..., :V], lse_NL1
 
 
 def _tpu_precision(precision):
   """`precision` as Mosaic takes it (DEFAULT or HIGHEST for both operands):
-  HIGH becomes HIGHEST (never less precise than asked)."""
+  HIGH becomes HIGHEST (never less precise than asked). Anything else (a
+  `lax.DotAlgorithmPreset`) is passed on for Mosaic to accept or refuse."""
   if precision is None:
     return None
   pair = precision if isinstance(precision, tuple) else (precision, precision)
-  pair = tuple(lax.Precision.DEFAULT if p is None else lax.Precision(p)
-               for p in pair)
-  best = max(pair, key=lambda p: (lax.Precision.DEFAULT, lax.Precision.HIGH,
-                                  lax.Precision.HIGHEST).index(p))
+  order = (lax.Precision.DEFAULT, lax.Precision.HIGH, lax.Precision.HIGHEST)
+  try:
+    pair = [lax.Precision.DEFAULT if p is None else lax.Precision(p)
+            for p in pair]
+  except (TypeError, ValueError):
+    return precision
+  best = max(pair, key=order.index)
   return lax.Precision.HIGHEST if best == lax.Precision.HIGH else best
 
 
-def _mosaic_forward(plan, R, q_NLK, kT_GKM, v_GMV, len_L1):
-  """TPU: the Mosaic kernel with >= 128-wide key tiles, keys as (M, K)."""
+def _mosaic_forward(plan, R, emulate, q_NLK, kT_GKM, v_GMV, len_L1):
+  """TPU: the Mosaic kernel with >= 128-wide key tiles, keys as (M, K).
+
+  emulate: run the same layout and tiles in interpret mode (tests on CPU).
+  """
   tpu_plan = dataclasses.replace(plan,
                                  block_k=max(TPU_BLOCK_K, plan.block_k))
   Mk = tpu_plan.padded_keys   # >= plan.padded_keys: both are powers of two
   k_GMK = _pad_axis(kT_GKM.transpose(0, 2, 1), 1, Mk)
-  params = pltpu.CompilerParams(dimension_semantics=("parallel", "arbitrary"))
+  if emulate:
+    call = _interpret_params(q_NLK.dtype)
+  else:
+    call = dict(compiler_params=pltpu.CompilerParams(
+        dimension_semantics=("parallel", "arbitrary")))
   return _pallas_forward(
       tpu_plan, R, q_NLK, k_GMK, _pad_axis(v_GMV, 1, Mk), len_L1,
-      k_transposed=False, precision=_tpu_precision(plan.precision),
-      compiler_params=params)
+      k_transposed=False, precision=_tpu_precision(plan.precision), **call)
 
 
 def _interpret_forward(plan, R, q_NLK, kT_GKM, v_GMV, len_L1):
-  """Elsewhere (CPU): Pallas interpret mode; narrow-float dots in float32."""
-  dtype = jnp.result_type(q_NLK)
-  dot_dtype = None
-  if jnp.finfo(dtype).bits < 32:
-    dot_dtype = jnp.float32
+  """Other platforms (CPU): the kernel in Pallas interpret mode."""
   return _pallas_forward(plan, R, q_NLK, kT_GKM, v_GMV, len_L1,
-                         k_transposed=True, dot_dtype=dot_dtype,
-                         precision=plan.precision, interpret=True)
+                         k_transposed=True, precision=plan.precision,
+                         **_interpret_params(q_NLK.dtype))
 
 
-def forward(plan: blockwise.Plan, q, kT, v, bias, mask, key_len):
+def forward(plan: blockwise.Plan, q, kT, v, bias, mask, key_len, *,
+            emulate: str | None = None):
   """`blockwise.forward` computed by the Pallas kernel (same layouts):
   q (G, Lp, R, K), kT (G, K, Mp), v (G, Mp, V), key_len None or (Lp,) ->
-  out (G, Lp, R, V), lse (G, Lp, R)."""
+  out (G, Lp, R, V), lse (G, Lp, R).
+
+  The kernel is the lowering platform's (`lax.platform_dependent`); with
+  `emulate` = "cuda" or "tpu" it is that platform's layout and tiles run in
+  interpret mode on any host instead (tests).
+  """
   if bias is not None or mask is not None:
     raise ValueError(
         "implementation: expected no `mask` or `bias` array with "
@@ -276,33 +334,71 @@ def forward(plan: blockwise.Plan, q, kT, v, bias, mask, key_len):
   q_NLK = q.transpose(0, 2, 1, 3).reshape(G * R, Lp, K)
   len_L1 = None if key_len is None else key_len.astype(jnp.int32).reshape(
       Lp, 1)
-  branch = lambda f: functools.partial(f, plan, R)
-  triton = branch(_triton_forward)
-  out_NLV, lse_NL1 = lax.platform_dependent(
-      q_NLK, kT, v, len_L1, cuda=triton, rocm=triton,
-      tpu=branch(_mosaic_forward), default=branch(_interpret_forward))
+  args = (q_NLK, kT, v, len_L1)
+  if emulate is None:
+    triton = functools.partial(_triton_forward, plan, R, False)
+    out_NLV, lse_NL1 = lax.platform_dependent(
+        *args, cuda=triton, rocm=triton,
+        tpu=functools.partial(_mosaic_forward, plan, R, False),
+        default=functools.partial(_interpret_forward, plan, R))
+  else:
+    branches = {"cuda": _triton_forward, "tpu": _mosaic_forward}
+    out_NLV, lse_NL1 = branches[emulate](plan, R, True, *args)
   out = out_NLV.reshape(G, R, Lp, V).transpose(0, 2, 1, 3)
   lse = lse_NL1.reshape(G, R, Lp).transpose(0, 2, 1)
   return out, lse
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def core(plan: blockwise.Plan, q, kT, v, bias, mask, key_len):
-  """`blockwise.core` with the Pallas forward (backward: blockwise)."""
-  return forward(plan, q, kT, v, bias, mask, key_len)
+def _widen(x):
+  """x in float32 if it is a narrower float (bfloat16, float16), else x."""
+  if x is None or not jnp.issubdtype(x.dtype, jnp.floating):
+    return x
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
-def _core_fwd(plan, q, kT, v, bias, mask, key_len):
-  out, lse = forward(plan, q, kT, v, bias, mask, key_len)
-  return (out, lse), (q, kT, v, bias, mask, key_len, out, lse)
+def _backward_in_float32(plan: blockwise.Plan, res, d_out):
+  """`blockwise.backward` on float32 copies of narrow-float residuals, the
+  cotangents cast back: on CPU. The tile matmuls of this (non-sequential)
+  plan, bf16 x bf16 -> f32 with batch dimensions, can be ones XLA:CPU's dot
+  cannot run ("Unsupported element type for DotThunk")."""
+  grads = blockwise.backward(plan, tuple(_widen(x) for x in res),
+                             _widen(d_out))
+  return tuple(None if g is None else g.astype(x.dtype)
+               for g, x in zip(grads, res[:6]))
 
 
-def _core_bwd(plan, res, cotangents):
-  d_out, _ = cotangents
-  return blockwise.backward(plan, res, d_out)
+def _make_core(emulate: str | None):
+  """The custom-VJP core for `forward(..., emulate=emulate)`."""
+
+  @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+  def pallas_core(plan: blockwise.Plan, q, kT, v, bias, mask, key_len):
+    """`blockwise.core` with the Pallas forward (backward: blockwise)."""
+    return forward(plan, q, kT, v, bias, mask, key_len, emulate=emulate)
+
+  def core_fwd(plan, q, kT, v, bias, mask, key_len):
+    out, lse = forward(plan, q, kT, v, bias, mask, key_len, emulate=emulate)
+    return (out, lse), (q, kT, v, bias, mask, key_len, out, lse)
+
+  def core_bwd(plan, res, cotangents):
+    d_out, _ = cotangents
+    return lax.platform_dependent(
+        res, d_out, cpu=functools.partial(_backward_in_float32, plan),
+        default=functools.partial(blockwise.backward, plan))
+
+  pallas_core.defvjp(core_fwd, core_bwd)
+  return pallas_core
 
 
-core.defvjp(_core_fwd, _core_bwd)
+core = _make_core(None)
+
+
+def emulated_engine(platform: str) -> blockwise.Engine:
+  """An engine whose forward is the `platform` ("cuda" or "tpu") kernel's
+  layout (head-width padding, key tiles, key layout) in interpret mode, for
+  checking that layout numerically on a host without the accelerator."""
+  if platform not in ("cuda", "tpu"):
+    raise ValueError(f"platform: expected 'cuda' or 'tpu', got {platform!r}")
+  return blockwise.Engine(make_plan, _make_core(platform))
 
 
 ENGINE = blockwise.Engine(make_plan, core)
@@ -331,4 +427,5 @@ def attention(q, k, v, mask=None, *, bias=None, scale=None,
   return x.output(blockwise.attend(
       x.q, x.k, x.v, scale=x.scale, causal=x.is_causal, window=x.window,
       key_valid_len=x.key_valid_len, query_valid_len=x.query_valid_len,
-      block_q=block_q, block_k=block_k, precision=precision, engine=ENGINE))
+      block_q=block_q, block_k=block_k, precision=precision, engine=ENGINE,
+      scale_in_input_dtype=True))

@@ -55,6 +55,10 @@ def _parse(argv):
 
 def main(argv) -> int:
   """Runs the command line `argv` (argv[0] is the program name)."""
+  if any(arg in ("-h", "--help", "--helpshort", "--helpfull")
+         for arg in argv[1:]):
+    print(__doc__.strip() + "\n\n" + USAGE)
+    return 0
   workdir, out, config, seed = _parse(argv)
   logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
   try:
