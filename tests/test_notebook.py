@@ -20,17 +20,19 @@ from tests.helpers import ROOT
 NOTEBOOK = ROOT / "experiments" / "colab_copy_task.ipynb"
 
 
-def test_committed_notebook_is_small_has_no_outputs_and_a_badge():
+def test_committed_notebook_is_small_has_no_outputs_and_no_placeholder():
   raw = json.loads(NOTEBOOK.read_text())
   assert NOTEBOOK.stat().st_size < 30_000
   code = [c for c in raw["cells"] if c["cell_type"] == "code"]
   assert all(not c["outputs"] and c["execution_count"] is None for c in code)
   first = "".join(raw["cells"][0]["source"])
-  assert first.startswith("# ") and "colab-badge.svg" in first
-  assert "experiments/colab_copy_task.ipynb" in first
+  assert first.startswith("# ") and "Upload notebook" in first
+  assert "OWNER" not in NOTEBOOK.read_text()  # no placeholder to edit
   # Colab's jax must survive the install cell: no upgrade, no TensorFlow.
+  # The source comes from a URL typed in a form field or an uploaded archive.
   install = "".join(code[0]["source"])
   assert "--no-deps" in install and "REPO_URL" in install
+  assert '# @param {type:"string"}' in install and "unpack_archive" in install
   for forbidden in ("--upgrade", "-U ", "tensorflow", "jax[", "absl.flags"):
     assert forbidden not in "".join("".join(c["source"]) for c in code)
 
