@@ -21,14 +21,26 @@ program and continues bit for bit.
 
 `load_params(workdir)` reads the parameters of the latest (or a given) step
 without knowing the optimizer, e.g. to analyse a trained model.
+
+Integrity: every save also records a SHA-256 checksum of each saved array,
+written to WORKDIR/checkpoints_integrity/STEP.json only after orbax has
+finished writing the step. `restore_verified` restores the newest step whose
+record exists and whose restored arrays match it, and says in one line for
+each newer step why it was skipped (no record: the save never finished;
+unreadable; checksums differ: the files were changed or damaged). It never
+deletes a checkpoint and never returns an unverified state. (Single-process
+runs; with several processes the records are not written.)
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import pathlib
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from jattn import _checks
@@ -80,6 +92,9 @@ class Checkpointer:
         # Leftovers of a save that was killed mid-way.
         cleanup_tmp_directories=not read_only)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
+    self.integrity_dir = self.directory.parent / (self.directory.name +
+                                                  "_integrity")
+    self._pending = {}  # step -> checksums, written once the step is on disk
 
   def latest_step(self) -> int | None:
     """The newest completely written step, or None when there is none."""
@@ -102,8 +117,59 @@ class Checkpointer:
     step = int(step)
     if not force and step % self.save_every:
       return False
-    return self._manager.save(step, args=ocp.args.StandardSave(state),
-                              force=True)
+    self._write_records()
+    saved = self._manager.save(step, args=ocp.args.StandardSave(state),
+                               force=True)
+    if saved and jax.process_count() == 1:
+      self._pending[step] = checksums(state)
+    return saved
+
+  def _write_records(self) -> None:
+    """Writes the integrity records of the steps orbax has finished."""
+    if not self._pending:
+      return
+    on_disk = set(self._manager.all_steps())
+    finished = [step for step in self._pending if step in on_disk]
+    if finished:
+      self.integrity_dir.mkdir(parents=True, exist_ok=True)
+    for step in finished:
+      path = self.integrity_dir / f"{step}.json"
+      tmp = path.with_suffix(".json.tmp")
+      tmp.write_text(json.dumps(self._pending.pop(step)))
+      os.replace(tmp, path)  # the record appears whole or not at all
+    for stale in self.integrity_dir.glob("*.json") if finished else ():
+      if stale.stem.isdigit() and int(stale.stem) not in on_disk:
+        stale.unlink()  # its step was deleted (keep=N)
+
+  def restore_verified(self, target, *, log=print):
+    """(state, step) of the newest step that restores and matches its
+    integrity record, shaped like `target`; newer steps are skipped with one
+    line each through `log`. Raises FileNotFoundError when no step passes."""
+    skipped = []
+    for step in reversed(self.all_steps()):
+      reason = None
+      record = self.integrity_dir / f"{step}.json"
+      try:
+        if not record.is_file():
+          reason = "no integrity record (its save did not finish)"
+        else:
+          state = self.restore(target, step)
+          expected = json.loads(record.read_text())
+          got = checksums(state)
+          if got != expected:
+            bad = next(k for k in expected if got.get(k) != expected[k])
+            reason = f"checksum mismatch in {bad} (damaged or changed files)"
+      except Exception as err:  # pylint: disable=broad-except
+        reason = (f"unreadable ({type(err).__name__}: "
+                  f"{' '.join(str(err).split())[:160]})")
+      if reason is None:
+        return state, step
+      log(f"jattn.checkpoint: skipping step {step} in {self.directory}: "
+          f"{reason}")
+      skipped.append(step)
+    raise FileNotFoundError(
+        f"no verified checkpoint in {self.directory} (skipped steps "
+        f"{skipped}); move the folder away to start afresh")
 
   def restore(self, target, step: int | None = None):
     """The state saved at `step` (default: the latest), shaped like `target`.
@@ -125,12 +191,13 @@ class Checkpointer:
     return self._manager.restore(step, args=ocp.args.StandardRestore())
 
   def wait(self) -> None:
-    """Blocks until background writes have finished."""
+    """Blocks until background writes (and their records) have finished."""
     self._manager.wait_until_finished()
+    self._write_records()
 
   def close(self) -> None:
     """Waits for background writes, then releases the manager."""
-    self._manager.wait_until_finished()
+    self.wait()
     self._manager.close()
 
   def __enter__(self) -> Checkpointer:
@@ -138,6 +205,21 @@ class Checkpointer:
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+def checksums(state) -> dict[str, str]:
+  """{leaf path: SHA-256 of its dtype, shape and bytes} of a state's
+  arrays (fetched to the host)."""
+  out = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+    if jax.dtypes.issubdtype(getattr(leaf, "dtype", None),
+                             jax.dtypes.prng_key):
+      leaf = jax.random.key_data(leaf)
+    array = np.asarray(jax.device_get(leaf))
+    digest = hashlib.sha256(f"{array.dtype}{array.shape}".encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+    out[jax.tree_util.keystr(path)] = digest.hexdigest()
+  return out
 
 
 def load_params(workdir, step: int | None = None):
