@@ -17,13 +17,38 @@ from __future__ import annotations
 import os
 import pathlib
 
+import ml_collections
+
 from jattn import checkpoint as checkpoint_lib
 from jattn import metrics as metrics_lib
+from jattn import run_record
 from jattn.plot import _mpl
 from jattn.plot import complexity
 from jattn.plot import copy_task
 from jattn.plot import curves
 from jattn.plot import heatmaps
+
+
+def stored_config(workdir):
+  """The config recorded in WORKDIR/config.json (`jattn.run_record`) as a
+  ConfigDict, or None for a workdir without one."""
+  record = run_record.read(workdir)
+  if record is None:
+    return None
+  return ml_collections.ConfigDict(record["config"])
+
+
+def run_label(workdir, config) -> str:
+  """'attention, copy task, delay 100' from the config (the folder's name
+  when there is none)."""
+  if config is None:
+    return pathlib.Path(os.fspath(workdir)).name
+  task = config.get("task", {})
+  parts = [str(config.get("model", {}).get("kind", "?")),
+           f"{task.get('name', task.get('variant', 'copy'))} task"]
+  if "delay" in task:
+    parts.append(f"delay {task['delay']}")
+  return ", ".join(parts)
 
 
 def write_plots(workdir, *, out=None, config=None, seed: int = 0,
@@ -35,7 +60,8 @@ def write_plots(workdir, *, out=None, config=None, seed: int = 0,
       copy.json.
     out: where to write (default: `workdir`, next to the metrics).
     config: the run's config (sections task and model), needed for the
-      attention heatmaps; without it they are skipped.
+      attention heatmaps; default: the one stored in WORKDIR/config.json
+      (without either they are skipped).
     seed: the copy-task example of the heatmaps.
     say: where notes on skipped plots go.
 
@@ -55,13 +81,15 @@ def write_plots(workdir, *, out=None, config=None, seed: int = 0,
         f"{copy_task.COPY_FILE}, got {os.fspath(workdir)!r}")
   out.mkdir(parents=True, exist_ok=True)
   written = []
+  if config is None:
+    config = stored_config(workdir)
   if has_metrics:
     written.append(_mpl.save(
-        curves.plot_training_curves(workdir, title=workdir.name),
+        curves.plot_training_curves(workdir, title=run_label(workdir, config)),
         out / "training_curves.png"))
   if has_checkpoints and config is None:
-    say("jattn.plot: no config given: skipping the attention heatmaps "
-        "(pass the run's --config)")
+    say("jattn.plot: no config given and no config.json in the workdir: "
+        "skipping the attention heatmaps (pass the run's --config)")
   elif has_checkpoints and config.model.kind != "attention":
     say(f"jattn.plot: model kind {config.model.kind!r} has no attention "
         "weights: skipping the heatmaps")
@@ -71,7 +99,7 @@ def write_plots(workdir, *, out=None, config=None, seed: int = 0,
     pairs = (found["queries"], found["keys"])
     grid = heatmaps.plot_attention_grid(
         found["weights"], pairs=pairs, copy_score=found["copy_score"],
-        title=f"{workdir.name}, step {step}: attention weights (red "
+        title=f"{run_label(workdir, config)}, step {step}: attention weights (red "
               "circles: expected copy source)")
     written.append(_mpl.save(grid, out / "attention_heads.png"))
     written.append(_mpl.save(
