@@ -16,6 +16,9 @@ checkpoint. The last line printed is the final summary (eval accuracy vs the
 memoryless baseline, steps, seconds, device); the full final metrics are the
 last line of WORKDIR/metrics.jsonl.
 
+--config takes a path, or the name of a config shipped in jattn/configs
+(`--config=copy.py:attention`), found from any folder.
+
 A user's mistake (a bad flag, config field, config argument or workdir) is
 one line on stderr starting with "error:" and exit status 1; --debug shows
 the traceback instead.
@@ -136,11 +139,31 @@ def _config_message(err: BaseException) -> str:
   return f"bad --config: {text}"
 
 
+def resolve_config(argv):
+  """argv with --config=NAME[:ARG] pointing at the config shipped in
+  jattn/configs when NAME is not a file here (so `--config=copy.py:lstm`, and
+  README's `--config=configs/copy.py`, work from any folder after a plain
+  `pip install`). A path to one's own config file is left alone."""
+  out = []
+  for arg in argv:
+    if arg.startswith("--config=") and not arg.startswith("--config.="):
+      value = arg[len("--config="):]
+      name, sep, rest = value.partition(":")
+      if not os.path.isfile(name):
+        shipped = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                               "configs", os.path.basename(name))
+        if os.path.isfile(shipped):
+          arg = f"--config={shipped}{sep}{rest}"
+    out.append(arg)
+  return out
+
+
 def parse_flags(argv):
   """absl's flag parsing, but a bad flag or --config (an unknown field, a
   value of the wrong type, an unknown config argument, a missing config
   file) exits with one line naming it."""
   debug = "--debug" in argv
+  argv = resolve_config(argv)
   try:
     return flags.FLAGS(argv)
   except flags.Error as err:

@@ -1,4 +1,5 @@
-"""Training and evaluation on the copy task, with checkpoints and resume.
+"""Training and evaluation on the tasks of `jattn.tasks` (the copy task and
+its variants, MQAR, induction heads), with checkpoints and resume.
 
 `train_and_evaluate(config, workdir)` is the whole job: it builds the task
 (`jattn.tasks`) and the model (`jattn.models`, used only through
@@ -13,6 +14,9 @@ Reproducibility. Everything random is a pure function of (config, step):
   dropout of step s          fold_in(dropout_key, s), one key per example
   evaluation batches         make_batch(task, fold_in(eval_key, i), B),
                              i < eval_batches (held out: a separate key)
+  length-generalisation      make_batch(task.held_out(), fold_in(ood_key, i),
+  batches                    B), i < eval_batches, ood_key =
+                             fold_in(eval_key, OOD_STREAM)
 
 The state {"step", "params", "opt_state"} is checkpointed whole, so a run
 that is interrupted and started again with the same command restores the
@@ -28,6 +32,15 @@ Losses and metrics (per batch; evaluation sums over all its batches):
   exact_match  fraction of sequences whose copy positions are all right
   grad_norm    global norm of the gradient before clipping
   baseline_loss  the memoryless baseline (`jattn.tasks`), beside every loss
+
+Length generalisation. When the task has a held-out setting outside its
+training range (`task.held_out()`: longer delays or sequences, more MQAR
+pairs), the run ends by evaluating it too: the final metrics then hold
+eval_ood_loss, eval_ood_accuracy and eval_ood_exact_match (with
+ood_baseline_loss and ood_task) beside the in-range eval_* ones. It is never
+used to stop early. Learned positional tables are sized for the longer of
+the two (`jattn.tasks.max_seq_len`), so their rows past the training length
+stay untrained.
 
 A non-finite loss (or non-finite parameters) stops the run with
 `NonFiniteError` (a FloatingPointError) naming the step; it is checked at
@@ -54,6 +67,7 @@ order). Multi-host: call `jax.distributed.initialize()` first (README).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -63,7 +77,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import tqdm
+from tqdm import auto as tqdm_auto
 
 from jattn import _checks
 from jattn import _compat
@@ -71,9 +85,14 @@ from jattn import checkpoint as checkpoint_lib
 from jattn import metrics as metrics_lib
 from jattn import models
 from jattn import parallel
+from jattn import run_lock
+from jattn import run_record
 from jattn import tasks
 
 SCHEDULES = ("cosine", "constant")
+# fold_in(eval_key, OOD_STREAM) keys the held-out-setting batches; the
+# in-range ones use fold_in(eval_key, i) for i < eval_batches.
+OOD_STREAM = 2**31 - 1
 
 
 class NonFiniteError(FloatingPointError):
@@ -147,6 +166,20 @@ def _train_settings(train_config) -> dict:
   return t
 
 
+def make_schedule(train_config):
+  """The learning rate as a function of the step: linear warmup from 0 to
+  learning_rate over warmup_steps, then cosine decay to 0 at num_steps (or
+  constant)."""
+  o = _optimizer_settings(train_config)
+  lr, warmup, steps = o["learning_rate"], o["warmup_steps"], o["num_steps"]
+  if o["schedule"] == "cosine" and warmup < steps:
+    return optax.warmup_cosine_decay_schedule(
+        0.0, lr, warmup_steps=warmup, decay_steps=steps, end_value=0.0)
+  if warmup:
+    return optax.linear_schedule(0.0, lr, transition_steps=warmup)
+  return optax.constant_schedule(lr)
+
+
 def make_optimizer(train_config) -> optax.GradientTransformation:
   """AdamW with linear warmup then cosine decay (or constant), and clipping.
 
@@ -157,14 +190,7 @@ def make_optimizer(train_config) -> optax.GradientTransformation:
   (a ConfigDict or dict).
   """
   o = _optimizer_settings(train_config)
-  lr, warmup, steps = o["learning_rate"], o["warmup_steps"], o["num_steps"]
-  if o["schedule"] == "cosine" and warmup < steps:
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, lr, warmup_steps=warmup, decay_steps=steps, end_value=0.0)
-  elif warmup:
-    schedule = optax.linear_schedule(0.0, lr, transition_steps=warmup)
-  else:
-    schedule = optax.constant_schedule(lr)
+  schedule = make_schedule(o)
   parts = []
   if o["grad_clip"] > 0:
     parts.append(optax.clip_by_global_norm(o["grad_clip"]))
@@ -178,10 +204,15 @@ def _strong(tree):
   return jax.tree.map(lambda x: jnp.asarray(x, jnp.result_type(x)), tree)
 
 
-def init_state(key, model_config, task: tasks.CopyTask,
+def init_state(key, model_config, task: tasks.Task,
                optimizer: optax.GradientTransformation) -> dict:
-  """{"step": int32 0, "params": init_model(...), "opt_state": ...}."""
-  params = models.init_model(key, model_config, task.vocab_size, task.seq_len)
+  """{"step": int32 0, "params": init_model(...), "opt_state": ...}.
+
+  The model's max_len is `tasks.max_seq_len(task)`: long enough for the
+  held-out setting too.
+  """
+  params = models.init_model(key, model_config, task.vocab_size,
+                             tasks.max_seq_len(task))
   return _strong({"step": jnp.zeros((), jnp.int32), "params": params,
                   "opt_state": optimizer.init(params)})
 
@@ -322,13 +353,13 @@ def make_train_step(model_config, optimizer: optax.GradientTransformation,
   return _in_mesh(jax.jit(train_step, donate_argnums=0), mesh)
 
 
-def make_batch_fn(task: tasks.CopyTask, batch_size: int):
+def make_batch_fn(task: tasks.Task, batch_size: int):
   """A jitted `batch_fn(key, i) -> make_batch(task, fold_in(key, i), B)`."""
   return jax.jit(lambda key, i: tasks.make_batch(
       task, jax.random.fold_in(key, i), batch_size))
 
 
-def make_eval_fn(model_config, task: tasks.CopyTask, batch_size: int,
+def make_eval_fn(model_config, task: tasks.Task, batch_size: int,
                  num_batches: int, mesh=None):
   """A jitted `eval_fn(params, key) -> {"loss", "accuracy", "exact_match"}`.
 
@@ -365,20 +396,20 @@ def _cached_train_step(model_json: str, optimizer_json: str, mesh=None):
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_batch_fn(task: tasks.CopyTask, batch_size: int):
+def _cached_batch_fn(task: tasks.Task, batch_size: int):
   return make_batch_fn(task, batch_size)
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_eval_fn(model_json: str, task: tasks.CopyTask, batch_size: int,
+def _cached_eval_fn(model_json: str, task: tasks.Task, batch_size: int,
                     num_batches: int, mesh=None):
   return make_eval_fn(json.loads(model_json), task, batch_size, num_batches,
                       mesh)
 
 
-def _baseline(task: tasks.CopyTask, batch_fn, key, num_batches: int):
+def _baseline(task: tasks.Task, batch_fn, key, num_batches: int):
   """The memoryless baseline loss pooled over the evaluation batches."""
-  if task.variant != "variable":
+  if not task.variable_length:
     return float(task.baseline_loss)
   total = weight = 0.0
   for i in range(num_batches):
@@ -419,15 +450,46 @@ def _format(record: dict) -> str:
           f"{record['baseline_loss']:.4f}), {prefix}accuracy "
           f"{record[prefix + 'accuracy']:.4f}, {prefix}exact_match "
           f"{record[prefix + 'exact_match']:.3f}")
-  for name in ("grad_norm", "steps_per_second"):
+  for name in ("grad_norm", "learning_rate", "steps_per_second"):
     if name in record:
       parts.append(f"{name} {record[name]:.3g}")
+  if "eta_s" in record:
+    parts.append(f"eta {record['eta_s']:.0f} s")
   return f"step {record['step']}: " + ", ".join(parts)
 
 
-def _mesh_from_config(config, batch_size: int, seq_len: int):
+def _interactive() -> bool:
+  """A terminal or a notebook: show a progress bar (plain log lines, with an
+  ETA, always go to stdout)."""
+  if sys.stderr.isatty():
+    return True
+  try:
+    from IPython import get_ipython  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return False
+  shell = get_ipython()
+  return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+def _held_out_metrics(held_out: tasks.Task, model_json: str, params,
+                      eval_key, t: dict, mesh) -> dict:
+  """The held-out task's eval_ood_{loss, accuracy, exact_match}, with its
+  ood_baseline_loss and ood_task (its repr)."""
+  B, n = t["batch_size"], t["eval_batches"]
+  key = jax.random.fold_in(eval_key, OOD_STREAM)
+  eval_fn = _cached_eval_fn(model_json, held_out, B, n, mesh)
+  metrics = {"eval_ood_" + k: v
+             for k, v in _host(eval_fn(params, key)).items()}
+  metrics["ood_baseline_loss"] = _baseline(
+      held_out, _cached_batch_fn(held_out, B), key, n)
+  metrics["ood_task"] = repr(held_out)
+  return metrics
+
+
+def _mesh_from_config(config, batch_size: int, seq_lens):
   """The mesh of `config.mesh` (default: every device on "data"), or None
-  when it has one device."""
+  when it has one device. seq_lens: the task's (and its held-out task's)
+  sequence lengths, each a multiple of mesh.seq."""
   mesh = parallel.make_mesh(config.mesh if "mesh" in config else None)
   if mesh.size == 1:
     return None
@@ -437,10 +499,11 @@ def _mesh_from_config(config, batch_size: int, seq_len: int):
     raise ValueError(
         f"mesh.data: expected a divisor of train.batch_size={batch_size}, "
         f"got {data}")
-  if seq_len % seq:
-    raise ValueError(
-        f"mesh.seq: expected a divisor of the sequence length {seq_len} of "
-        f"the task, got {seq}")
+  for seq_len, which in zip(seq_lens, ("the task", "the held-out task")):
+    if seq_len % seq:
+      raise ValueError(
+          f"mesh.seq: expected a divisor of the sequence length {seq_len} of "
+          f"{which}, got {seq}")
   return mesh
 
 
@@ -467,7 +530,17 @@ def _batch_source(batch_fn, data_key, mesh):
 
 
 def train_and_evaluate(config, workdir) -> dict:
-  """Trains the configured model on the copy task; returns the final metrics.
+  """Trains the configured model on the configured task; returns the final
+  metrics.
+
+  Before anything else: the workdir must be writable (one-line error
+  naming it otherwise), no other live run may hold it (`jattn.run_lock`),
+  and its run record (WORKDIR/config.json, `jattn.run_record`) must match
+  the config up to the resumable fields. A run that already finished (its
+  final record matches the latest checkpoint and the config asks for
+  nothing more) says so and returns its final metrics without evaluating
+  again. Resuming restores the newest checkpoint that passes its integrity
+  check (`Checkpointer.restore_verified`).
 
   Args:
     config: an ml_collections ConfigDict with sections `task`
@@ -480,29 +553,89 @@ def train_and_evaluate(config, workdir) -> dict:
     The final metrics object (also the last line of metrics.jsonl):
     {"final": True, "step", "steps", "eval_loss", "eval_accuracy",
     "eval_exact_match", "baseline_loss", "seconds", "steps_per_second",
-    "stopped", "resumed_from", "device", "backend", "num_params", "mesh"}.
+    "stopped", "resumed_from", "device", "backend", "num_params", "mesh"},
+    plus, when the task has a held-out setting (`task.held_out()`),
+    "eval_ood_loss", "eval_ood_accuracy", "eval_ood_exact_match",
+    "ood_baseline_loss", "ood_task" and "ood_seconds" (the held-out
+    evaluation's wall-clock time, compilation included, not in `seconds`).
     `steps` is the number of optimizer steps taken in all, `seconds` the
-    wall-clock time of this call (compilation included), `stopped` why it
-    ended ("num_steps", "stop_at_accuracy" or "time_budget_s"), `mesh` the
-    mesh's axis sizes ({"data": 1, "seq": 1, "model": 1} on one device).
+    wall-clock time of this call (compilation included) up to the end of
+    the in-range evaluation, `stopped` why it ended ("num_steps",
+    "stop_at_accuracy" or "time_budget_s"), `mesh` the mesh's axis sizes
+    ({"data": 1, "seq": 1, "model": 1} on one device).
 
   Raises:
     NonFiniteError: the loss became NaN or infinite (the last checkpoint with
       a finite state stays on disk).
+    run_lock.WorkdirInUse, run_lock.WorkdirNotWritable,
+    run_record.ConfigMismatch: see above.
   """
   start_time = time.perf_counter()
+  run_lock.check_writable(workdir)
+  lock = (run_lock.RunLock(workdir, log=functools.partial(print, flush=True))
+          if jax.process_index() == 0 else contextlib.nullcontext())
+  with lock:
+    run_record.check_or_write(workdir, config)
+    done = finished_run(workdir, config)
+    if done is not None:
+      print(f"jattn.train: the run in {workdir} has finished (step "
+            f"{done['step']}, {done['stopped']}); nothing to do", flush=True)
+      return done
+    return _train_and_evaluate(config, workdir, start_time)
+
+
+def finished_run(workdir, config) -> dict | None:
+  """The final metrics of the run in `workdir` when it has finished and
+  `config` asks for nothing more (same or smaller num_steps, the same early
+  stop reached), else None."""
+  try:
+    records = metrics_lib.read_metrics(workdir)
+  except FileNotFoundError:
+    return None
+  finals = [r for r in records if r.get("final")]
+  if not finals:
+    return None
+  final = finals[-1]
+  t = _train_settings(config.train)
+  directory = checkpoint_lib.checkpoint_dir(workdir)
+  if not directory.is_dir():
+    return None
+  ckpt = checkpoint_lib.Checkpointer(directory, keep=None, read_only=True)
+  try:
+    latest = ckpt.latest_step()
+  finally:
+    ckpt.close()
+  if latest != final.get("step"):
+    return None
+  if final.get("stopped") == "num_steps":
+    return final if final["step"] >= t["num_steps"] else None
+  if final.get("stopped") == "stop_at_accuracy":
+    target = t["stop_at_accuracy"]
+    return (final if target is not None
+            and final.get("eval_accuracy", 0.0) >= target else None)
+  return None  # a time budget: a rerun trains on
+
+
+def _train_and_evaluate(config, workdir, start_time) -> dict:
+  """`train_and_evaluate` once the workdir is checked and held."""
   t = _train_settings(config.train)
   task = tasks.from_config(config.task)
   model_dict = _as_dict(config.model)
   model_json = json.dumps(model_dict, sort_keys=True)
   B, num_steps = t["batch_size"], t["num_steps"]
-  mesh = _mesh_from_config(config, B, task.seq_len)
+  held_out = task.held_out()
+  mesh = _mesh_from_config(config, B, [task.seq_len] + (
+      [held_out.seq_len] if held_out else []))
   device = jax.devices()[0]
   where = str(device) if mesh is None else _describe_mesh(mesh)
   print(f"jattn.train: devices {jax.devices()}, training on {where}",
         flush=True)
-  model_line = models.describe(model_dict, task.vocab_size, task.seq_len)
+  model_line = models.describe(model_dict, task.vocab_size,
+                               tasks.max_seq_len(task))
   print(f"jattn.train: {model_line}; {task}", flush=True)
+  if held_out is not None:
+    print(f"jattn.train: held-out evaluation at the end on {held_out}",
+          flush=True)
 
   data_key, eval_key, dropout_key, init_key = jax.random.split(
       jax.random.key(t["seed"]), 4)
@@ -532,15 +665,16 @@ def train_and_evaluate(config, workdir) -> dict:
                                     enabled=jax.process_index() == 0)
   bar = None
   try:
-    start = ckpt.latest_step() or 0
-    last_saved = start or None
-    if start:
-      state = ckpt.restore(state, start)
+    start = 0
+    if ckpt.all_steps():
+      state, start = ckpt.restore_verified(
+          state, log=functools.partial(print, flush=True))
       print(f"jattn.train: resumed from step {start} in {ckpt.directory}",
             flush=True)
-    bar = tqdm.tqdm(total=num_steps, initial=min(start, num_steps),
-                    desc="train", disable=not sys.stderr.isatty(),
-                    dynamic_ncols=True)
+    last_saved = start or None
+    bar = tqdm_auto.tqdm(total=num_steps, initial=min(start, num_steps),
+                         desc="train", disable=not _interactive(),
+                         dynamic_ncols=True)
     say = functools.partial(print, flush=True) if bar.disable else bar.write
     stop_acc, budget = t["stop_at_accuracy"], t["time_budget_s"]
     stopped, eval_metrics, eval_step = "num_steps", None, None
@@ -550,7 +684,9 @@ def train_and_evaluate(config, workdir) -> dict:
       if eval_metrics["eval_accuracy"] >= stop_acc:
         stopped = "stop_at_accuracy"
     step, metrics = start, None
-    tick, tick_step = time.perf_counter(), start
+    tick, tick_step, paused = None, start, 0.0  # paused: eval time to drop
+    train_time, train_steps = 0.0, 0
+    schedule = make_schedule(t)
     while step < num_steps and stopped == "num_steps":
       state, metrics = train_step(state, next_batch(step), dropout_key)
       step += 1
@@ -566,11 +702,21 @@ def train_and_evaluate(config, workdir) -> dict:
         _check_finite(host, step, last_saved)
         if is_log:
           now = time.perf_counter()
-          host["steps_per_second"] = (step - tick_step) / (now - tick)
-          tick, tick_step = now, step
+          if tick is not None:  # the first window holds the compilation
+            rate = (step - tick_step) / max(now - tick - paused, 1e-9)
+            host["steps_per_second"] = rate
+            train_time += now - tick - paused
+            train_steps += step - tick_step
+            host["eta_s"] = (num_steps - step) / rate
+          tick, tick_step, paused = now, step, 0.0
+          host["learning_rate"] = float(schedule(step - 1))
+          host["wall_time"] = time.time()
+          host["elapsed_s"] = now - start_time
           record.update({k: v for k, v in host.items() if k != "finite"})
       if is_eval:
+        eval_start = time.perf_counter()
         eval_metrics, eval_step = evaluate(state["params"]), step
+        paused += time.perf_counter() - eval_start
         record.update(eval_metrics)
         if stop_acc is not None and eval_metrics["eval_accuracy"] >= stop_acc:
           stopped = "stop_at_accuracy"
@@ -588,10 +734,16 @@ def train_and_evaluate(config, workdir) -> dict:
     if eval_step != step:
       eval_metrics = evaluate(state["params"])
     seconds = time.perf_counter() - start_time
+    if held_out is not None:
+      eval_metrics = {**eval_metrics, **_held_out_metrics(
+          held_out, model_json, state["params"], eval_key, t, mesh)}
+      eval_metrics["ood_seconds"] = (time.perf_counter() - start_time
+                                     - seconds)
     final = writer.write({
         "final": True, "step": step, "steps": step, **eval_metrics,
         "baseline_loss": baseline, "seconds": seconds,
-        "steps_per_second": (step - start) / seconds, "stopped": stopped,
+        "steps_per_second": (train_steps / train_time if train_time
+                             else None), "stopped": stopped,
         "resumed_from": start, "device": where,
         "backend": jax.default_backend(), "num_params": num_params,
         "mesh": parallel.mesh_shape(None, 1) if mesh is None else dict(
@@ -605,10 +757,17 @@ def train_and_evaluate(config, workdir) -> dict:
 
 
 def summary_line(final: dict) -> str:
-  """One line for the end of a run: eval accuracy vs baseline, steps, time."""
-  return (f"final: eval accuracy {final['eval_accuracy']:.4f} on copied "
-          f"symbols (exact match {final['eval_exact_match']:.4f}), eval loss "
+  """One line for the end of a run: eval accuracy vs baseline (and the
+  held-out setting's, when there is one), steps, time."""
+  held_out = ""
+  if "eval_ood_accuracy" in final:
+    held_out = (f"; held-out setting accuracy {final['eval_ood_accuracy']:.4f}"
+                f" (exact match {final['eval_ood_exact_match']:.4f}), loss "
+                f"{final['eval_ood_loss']:.4f} vs baseline "
+                f"{final['ood_baseline_loss']:.4f}")
+  return (f"final: eval accuracy {final['eval_accuracy']:.4f} on scored "
+          f"positions (exact match {final['eval_exact_match']:.4f}), eval loss "
           f"{final['eval_loss']:.4f} vs memoryless baseline "
-          f"{final['baseline_loss']:.4f}, {final['steps']} steps "
+          f"{final['baseline_loss']:.4f}{held_out}, {final['steps']} steps "
           f"({final['stopped']}), {final['seconds']:.1f} s on "
           f"{final['device']}")

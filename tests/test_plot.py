@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -16,6 +17,7 @@ import pytest
 from jattn import checkpoint
 from jattn import plot
 from jattn import train
+from jattn.plot import workdir as workdir_lib
 from jattn.plot import _mpl
 from jattn.plot import __main__ as plot_main
 from tests.helpers import ROOT
@@ -317,7 +319,10 @@ def test_copy_plots_from_results_json(tmp_path):
 def test_write_plots_says_what_it_skips(trained, tmp_path):
   workdir, config = trained
   notes = []
-  written = plot.write_plots(workdir, out=tmp_path, say=notes.append)
+  unrecorded = tmp_path / "unrecorded"   # a run without config.json
+  shutil.copytree(workdir, unrecorded)
+  (unrecorded / "config.json").unlink()
+  written = plot.write_plots(unrecorded, out=tmp_path, say=notes.append)
   assert written == [str(tmp_path / "training_curves.png")]
   assert "no config given" in notes[0]
   cnn = get_config("cnn")
@@ -329,5 +334,17 @@ def test_write_plots_says_what_it_skips(trained, tmp_path):
 
 def test_missing_matplotlib_names_the_plot_extra(monkeypatch):
   monkeypatch.setitem(sys.modules, "matplotlib", None)
-  with pytest.raises(ImportError, match=r"pip install 'jattn\[plot\]'"):
+  with pytest.raises(ImportError, match=r"pip install matplotlib"):
     _mpl.pyplot()
+
+
+def test_plots_of_a_workdir_need_no_config(trained, tmp_path):
+  # The run recorded its config (config.json): the heatmaps use it, and the
+  # titles name the model and the task.
+  workdir, config = trained
+  written = workdir_lib.write_plots(workdir, out=tmp_path, say=lambda _: None)
+  names = {pathlib.Path(p).name for p in written}
+  assert "training_curves.png" in names and len(names) >= 2, names
+  label = workdir_lib.run_label(workdir, workdir_lib.stored_config(workdir))
+  assert label.startswith(f"{config.model.kind}, ")
+  assert f"delay {config.task.delay}" in label

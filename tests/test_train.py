@@ -46,8 +46,12 @@ def test_smoke_run_learns_writes_metrics_and_resumes_when_done(x32, tmp_path):
   for r in lines[:-1]:
     assert r["baseline_loss"] == final["baseline_loss"]
   for r in logged:
-    assert {"loss", "accuracy", "exact_match", "grad_norm",
-            "steps_per_second"} <= set(r)
+    assert {"loss", "accuracy", "exact_match", "grad_norm", "learning_rate",
+            "wall_time", "elapsed_s"} <= set(r)
+  # Training steps only: the first window (compilation) has no rate.
+  assert "steps_per_second" not in logged[0]
+  for r in logged[1:]:
+    assert r["steps_per_second"] > 0 and r["eta_s"] >= 0
     assert 0 <= r["accuracy"] <= 1 and 0 <= r["exact_match"] <= 1
   assert logged[-1]["loss"] < logged[0]["loss"]
   assert [r["step"] for r in lines if "eval_loss" in r] == [100, 200, 300,
@@ -59,11 +63,15 @@ def test_smoke_run_learns_writes_metrics_and_resumes_when_done(x32, tmp_path):
   assert ckpt.all_steps() == [200, 300]
   ckpt.close()
 
-  # Rerunning a finished run trains no further and reports the same result.
+  # Rerunning a finished run says so and returns its final metrics, without
+  # evaluating again or writing a second final line.
   again = train.train_and_evaluate(config, tmp_path)
-  assert again["resumed_from"] == 300 and again["steps"] == 300
-  assert again["eval_accuracy"] == final["eval_accuracy"]
-  assert again["eval_loss"] == final["eval_loss"]
+  assert again == final
+  assert metrics_lib.read_metrics(tmp_path) == lines
+  # Asking for more steps trains on from the verified latest checkpoint.
+  config.train.num_steps = 350
+  more = train.train_and_evaluate(config, tmp_path)
+  assert more["resumed_from"] == 300 and more["steps"] == 350
 
 
 def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(

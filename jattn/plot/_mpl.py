@@ -6,7 +6,8 @@ import os
 import sys
 
 INSTALL_HINT = ("jattn.plot needs matplotlib, an optional extra of jattn: "
-                "pip install 'jattn[plot]' (or pip install matplotlib)")
+                "pip install matplotlib (or, in a checkout of jattn, "
+                "pip install -e '.[plot]')")
 
 
 def _headless() -> bool:
