@@ -26,6 +26,7 @@ the traceback instead.
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import sys
 
@@ -139,6 +140,15 @@ def _config_message(err: BaseException) -> str:
   return f"bad --config: {text}"
 
 
+def shipped_config(name: str) -> str | None:
+  """The path of config file `name` shipped in `jattn.configs`, or None."""
+  try:
+    found = importlib.resources.files("jattn.configs") / name
+  except ModuleNotFoundError:
+    return None
+  return os.fspath(found) if found.is_file() else None
+
+
 def resolve_config(argv):
   """argv with --config=NAME[:ARG] pointing at the config shipped in
   jattn/configs when NAME is not a file here (so `--config=copy.py:lstm`, and
@@ -150,9 +160,8 @@ def resolve_config(argv):
       value = arg[len("--config="):]
       name, sep, rest = value.partition(":")
       if not os.path.isfile(name):
-        shipped = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                               "configs", os.path.basename(name))
-        if os.path.isfile(shipped):
+        shipped = shipped_config(os.path.basename(name))
+        if shipped is not None:
           arg = f"--config={shipped}{sep}{rest}"
     out.append(arg)
   return out
