@@ -148,8 +148,8 @@ def test_tiled_paths_are_as_accurate_as_dense_and_ignore_masked_garbage():
 
 @pytest.mark.slow
 def test_bigger_sweep():
-  worst = _sweep(1, 64, (jnp.bfloat16, jnp.float16, np.float32),
-                 (10.0, 100.0, 300.0, 1000.0))
+  worst = _sweep(1, 48, (jnp.bfloat16, jnp.float16, np.float32),
+                 (10.0, 300.0, 1000.0))
   for (path, dtype), errs in sorted(worst.items()):
     print(f"{path:>9} {dtype:>8} worst out/dq/dk/dv " +
           " ".join(f"{e:.2e}" for e in errs))
