@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from jattn.analysis import _jaxpr
+from jattn.analysis import _known_values
 from jattn.analysis.critical_path import LAYOUT_PRIMITIVES
 from jattn.analysis.xla_cost import compiled_cost
 from jattn.analysis.xla_cost import jaxpr_cost
@@ -44,13 +45,6 @@ from jattn.analysis.xla_cost import xla_flops
 
 # custom_vmap_call (jattn's batching rules) keeps its body in "call".
 _CALL_PARAMS = _jaxpr.CALL_PARAMS + ("call",)
-
-
-def _is_index(aval) -> bool:
-  """Integer and boolean values: the only ones computed."""
-  dtype = getattr(aval, "dtype", None)
-  return dtype is not None and (jnp.issubdtype(dtype, jnp.integer)
-                                or dtype == jnp.bool_)
 
 
 class _Run:
@@ -99,7 +93,7 @@ class _Run:
 
   def _primitive(self, eqn, vals, ds):
     if (all(v is not None for v in vals)
-        and all(_is_index(v.aval) for v in eqn.outvars)):
+        and all(_known_values.is_index(v) for v in eqn.outvars)):
       result = eqn.primitive.bind(*vals, **eqn.params)
       outs = list(result) if eqn.primitive.multiple_results else [result]
     else:
