@@ -156,7 +156,7 @@ def _model(kind: str) -> ml_collections.ConfigDict:
       "num_heads": 4,  # attention only
       "d_ff": 128,  # attention only
       "kernel_size": 5,  # cnn / tcn only
-      "positional": "rope",  # attention only: rope|sinusoidal|learned
+      "positional": "rope",  # attention only: rope|sinusoidal|learned|none
       "causal": False,  # attention and convolutions (recurrences always are)
       "pre_norm": True,  # attention only
       "dropout_rate": 0.0,
@@ -187,6 +187,9 @@ def _train() -> ml_collections.ConfigDict:
       "keep_checkpoints": 3,
       "stop_at_accuracy": config_dict.placeholder(float),  # None = never
       "time_budget_s": config_dict.placeholder(float),  # None = no limit
+      # > 0: a jax.profiler trace of that many training steps (after the
+      # first, compiled one) into WORKDIR/profile (TensorBoard or Perfetto).
+      "profile_steps": 0,
   })
 
 

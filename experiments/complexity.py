@@ -308,6 +308,26 @@ def _load_text(results) -> str:
           + " (times under load are upper bounds)")
 
 
+def _ms(sample, name: str) -> str:
+  """'1.234 [1.200, 1.300]' ms: the median and, when recorded, the spread."""
+  text = f"{sample[name] * 1e3:.3f}"
+  if name + "_min" in sample:
+    text += (f" [{sample[name + '_min'] * 1e3:.3f}, "
+             f"{sample[name + '_max'] * 1e3:.3f}]")
+  return text
+
+
+def fastest_by_n(time_rows) -> dict:
+  """{n: the layer (of cnn, rnn, self-attention) with the smallest median
+  forward time at n}."""
+  best = {}
+  for name in ("cnn", "rnn", "self-attention"):
+    for s in time_rows.get(name, {}).get("samples", []):
+      if s["n"] not in best or s["forward"] < best[s["n"]][1]:
+        best[s["n"]] = (name, s["forward"])
+  return {n: name for n, (name, _) in sorted(best.items())}
+
+
 def write_markdown(out: pathlib.Path, results) -> None:
   grid, fl, seq = results["grid"], results["flops"], results["sequential"]
   path, tm = results["path_length"], results["time"]
@@ -417,15 +437,17 @@ def write_markdown(out: pathlib.Path, results) -> None:
   lines += linear_recurrence_markdown(results)
 
   lines += ["", f"## Wall-clock time and memory ({results['device']})", "",
-            f"d={grid['d_time']}; median of {grid['repeats']} samples after "
-            "compilation.", "",
+            f"d={grid['d_time']}; median [min, max] of {grid['repeats']} "
+            "samples after compilation.", "",
             "| layer | n | forward ms | forward+backward ms | compiled temp "
             "memory (forward) |", "|---|---|---|---|---|"]
   for name, row in tm.items():
     for s in row["samples"]:
       mem = "n/a" if s["temp_bytes"] is None else f"{s['temp_bytes'] / 2**10:.0f} KiB"
-      lines.append(f"| {name} | {s['n']} | {s['forward'] * 1e3:.3f} | "
-                   f"{s['forward_backward'] * 1e3:.3f} | {mem} |")
+      lines.append(f"| {name} | {s['n']} | {_ms(s, 'forward')} | "
+                   f"{_ms(s, 'forward_backward')} | {mem} |")
+  lines += ["", "Fastest layer forward at each n: " + "; ".join(
+      f"n={n}: {name}" for n, name in fastest_by_n(tm).items()) + "."]
   lines += ["", "| layer | time exponent in n (forward) | (forward+backward) |",
             "|---|---|---|"]
   for name, row in tm.items():

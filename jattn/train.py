@@ -70,6 +70,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import sys
 import time
 
@@ -163,6 +164,9 @@ def _train_settings(train_config) -> dict:
     raise ValueError(
         f"train.time_budget_s: expected None or a number > 0, got {budget!r}")
   t["time_budget_s"] = budget
+  t["profile_steps"] = t.get("profile_steps", 0)
+  _checks.check_positive_int(t["profile_steps"], "train.profile_steps",
+                             minimum=0)
   return t
 
 
@@ -616,6 +620,31 @@ def finished_run(workdir, config) -> dict | None:
   return None  # a time budget: a rerun trains on
 
 
+def compiled_functions(config) -> dict:
+  """The jitted functions `train_and_evaluate(config, ...)` runs, from the
+  process-wide cache it uses, so that calling them first (a warm-up, a
+  timing probe) leaves nothing for the run to compile.
+
+  Returns:
+    {"train_step": make_train_step(...), "batch_fn": make_batch_fn(task, B),
+    "eval_fn": make_eval_fn(..., eval_batches), "mesh": the run's mesh or
+    None on one device, "optimizer_json": the optimizer settings as JSON}.
+  """
+  t = _train_settings(config.train)
+  task = tasks.from_config(config.task)
+  held_out = task.held_out()
+  B = t["batch_size"]
+  mesh = _mesh_from_config(config, B, [task.seq_len] + (
+      [held_out.seq_len] if held_out else []))
+  model_json = json.dumps(_as_dict(config.model), sort_keys=True)
+  optimizer_json = json.dumps(_optimizer_settings(t), sort_keys=True)
+  return {"train_step": _cached_train_step(model_json, optimizer_json, mesh),
+          "batch_fn": _cached_batch_fn(task, B),
+          "eval_fn": _cached_eval_fn(model_json, task, B, t["eval_batches"],
+                                     mesh),
+          "mesh": mesh, "optimizer_json": optimizer_json}
+
+
 def _train_and_evaluate(config, workdir, start_time) -> dict:
   """`train_and_evaluate` once the workdir is checked and held."""
   t = _train_settings(config.train)
@@ -624,8 +653,8 @@ def _train_and_evaluate(config, workdir, start_time) -> dict:
   model_json = json.dumps(model_dict, sort_keys=True)
   B, num_steps = t["batch_size"], t["num_steps"]
   held_out = task.held_out()
-  mesh = _mesh_from_config(config, B, [task.seq_len] + (
-      [held_out.seq_len] if held_out else []))
+  fns = compiled_functions(config)
+  mesh = fns["mesh"]
   device = jax.devices()[0]
   where = str(device) if mesh is None else _describe_mesh(mesh)
   print(f"jattn.train: devices {jax.devices()}, training on {where}",
@@ -639,18 +668,16 @@ def _train_and_evaluate(config, workdir, start_time) -> dict:
 
   data_key, eval_key, dropout_key, init_key = jax.random.split(
       jax.random.key(t["seed"]), 4)
-  optimizer_json = json.dumps(_optimizer_settings(t), sort_keys=True)
   state = init_state(init_key, model_dict, task,
-                     make_optimizer(json.loads(optimizer_json)))
+                     make_optimizer(json.loads(fns["optimizer_json"])))
   # Committed to the device like a restored state, so that both hit the same
   # compiled train_step (jit keys its cache on committed-ness too).
   state = jax.device_put(state, device if mesh is None else
                          parallel.param_shardings(state, mesh))
   num_params = models.count_params(state["params"])
-  train_step = _cached_train_step(model_json, optimizer_json, mesh)
-  batch_fn = _cached_batch_fn(task, B)
+  train_step, batch_fn = fns["train_step"], fns["batch_fn"]
   next_batch = _batch_source(batch_fn, data_key, mesh)
-  eval_fn = _cached_eval_fn(model_json, task, B, t["eval_batches"], mesh)
+  eval_fn = fns["eval_fn"]
   baseline = _baseline(task, batch_fn, eval_key, t["eval_batches"])
 
   def evaluate(params) -> dict:
@@ -663,7 +690,7 @@ def _train_and_evaluate(config, workdir, start_time) -> dict:
   # writes it.
   writer = metrics_lib.MetricWriter(workdir,
                                     enabled=jax.process_index() == 0)
-  bar = None
+  bar = profiler = None
   try:
     start = 0
     if ckpt.all_steps():
@@ -687,9 +714,12 @@ def _train_and_evaluate(config, workdir, start_time) -> dict:
     tick, tick_step, paused = None, start, 0.0  # paused: eval time to drop
     train_time, train_steps = 0.0, 0
     schedule = make_schedule(t)
+    profiler = _StepProfiler(workdir, start + 1, t["profile_steps"], say)
     while step < num_steps and stopped == "num_steps":
+      profiler.before(step)
       state, metrics = train_step(state, next_batch(step), dropout_key)
       step += 1
+      profiler.after(step, metrics)
       bar.update(1)
       if budget is not None and time.perf_counter() - start_time > budget:
         stopped = "time_budget_s"
@@ -749,11 +779,42 @@ def _train_and_evaluate(config, workdir, start_time) -> dict:
         "mesh": parallel.mesh_shape(None, 1) if mesh is None else dict(
             zip(mesh.axis_names, mesh.axis_sizes))})
   finally:
+    if profiler is not None:
+      profiler.close()
     if bar is not None:
       bar.close()
     writer.close()
     ckpt.close()
   return final
+
+
+class _StepProfiler:
+  """A `jax.profiler` trace of `num_steps` training steps from step `first`
+  (after the compiled first step of this call) into WORKDIR/profile, for
+  TensorBoard's profile plugin or Perfetto; nothing when num_steps is 0."""
+
+  def __init__(self, workdir, first: int, num_steps: int, say):
+    self.directory = os.path.join(os.fspath(workdir), "profile")
+    self.first, self.last = first, first + num_steps
+    self.active, self.say = False, say
+    self.enabled = num_steps > 0
+
+  def before(self, step: int) -> None:
+    if self.enabled and not self.active and step == self.first:
+      jax.profiler.start_trace(self.directory)
+      self.active = True
+
+  def after(self, step: int, metrics) -> None:
+    if self.active and step >= self.last:
+      jax.block_until_ready(metrics)
+      self.close()
+
+  def close(self) -> None:
+    if self.active:
+      jax.profiler.stop_trace()
+      self.active, self.enabled = False, False
+      self.say(f"jattn.train: profiled steps {self.first + 1}.."
+               f"{self.last} into {self.directory}")
 
 
 def summary_line(final: dict) -> str:

@@ -140,3 +140,5 @@ def test_time_layer_reports_positive_seconds():
   times = analysis.time_layer(jattn.conv_layer, params, _x(8, 4), repeats=2,
                               min_seconds=0.001)
   assert times["forward"] > 0 and times["forward_backward"] > 0
+  for name in ("forward", "forward_backward"):
+    assert times[name + "_min"] <= times[name] <= times[name + "_max"]

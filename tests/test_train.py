@@ -177,3 +177,20 @@ def test_bad_train_settings_name_the_field():
   config.train.schedule = "linear"
   with pytest.raises(ValueError, match="train.schedule"):
     train.make_optimizer(config.train)
+
+
+def test_profile_steps_writes_a_jax_profiler_trace(x32, tmp_path):
+  config = get_config("smoke")
+  config.train.num_steps = 6
+  config.train.profile_steps = 2
+  train.train_and_evaluate(config, tmp_path)
+  traces = list((tmp_path / "profile").rglob("*.xplane.pb"))
+  assert len(traces) == 1 and traces[0].stat().st_size > 0
+  # Off by default: no profile folder.
+  config = get_config("smoke")
+  config.train.num_steps = 6
+  train.train_and_evaluate(config, tmp_path / "plain")
+  assert not (tmp_path / "plain" / "profile").exists()
+  config.train.profile_steps = -1
+  with pytest.raises(ValueError, match="train.profile_steps"):
+    train.train_and_evaluate(config, tmp_path / "bad")

@@ -15,7 +15,8 @@
   recurrence computed sequentially and as a parallel prefix.
 * `executed_cost`: FLOPs and critical path of one call as it runs, every
   `while` trip and `cond` branch taken included (XLA counts loop bodies once).
-* `time_layer`, `time_call`: wall-clock forward and forward+backward.
+* `time_layer`, `time_call`, `time_samples`: wall-clock forward and
+  forward+backward (median, with the min and max of the samples).
 * `describe_device`: the device and the host's load, for results files.
 * `growth_exponent`: log-log slope.
 """
@@ -39,6 +40,7 @@ from jattn.analysis.recurrences import linear_recurrence_associative
 from jattn.analysis.recurrences import linear_recurrence_scan
 from jattn.analysis.timing import time_call
 from jattn.analysis.timing import time_layer
+from jattn.analysis.timing import time_samples
 from jattn.analysis.xla_cost import compiled_cost
 from jattn.analysis.xla_cost import xla_flops
 
@@ -48,5 +50,6 @@ __all__ = [
     "executed_cost", "growth_exponent", "hops", "jaxpr_distances",
     "jaxpr_path_length", "linear_recurrence_associative",
     "linear_recurrence_scan", "max_path_length", "recurrence_step_graph",
-    "recurrence_steps", "rnn_flops", "time_call", "time_layer", "xla_flops",
+    "recurrence_steps", "rnn_flops", "time_call", "time_layer",
+    "time_samples", "xla_flops",
 ]

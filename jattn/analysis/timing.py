@@ -9,11 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def time_call(fn, *args, repeats: int = 5, min_seconds: float = 0.05) -> float:
-  """Median seconds of one call of the compiled `fn(*args)`.
+def time_samples(fn, *args, repeats: int = 5,
+                 min_seconds: float = 0.05) -> list[float]:
+  """`repeats` samples of the seconds of one call of the compiled
+  `fn(*args)`.
 
-  Compiles and runs once first (not timed); each timed sample loops the call
-  until `min_seconds` pass, so short calls are not lost in timer noise.
+  Compiles and runs once first (not timed); each sample loops the call
+  until `min_seconds` pass and divides by the number of calls, so short
+  calls are not lost in timer noise.
   """
   jax.block_until_ready(fn(*args))
   samples = []
@@ -27,7 +30,14 @@ def time_call(fn, *args, repeats: int = 5, min_seconds: float = 0.05) -> float:
       if elapsed >= min_seconds:
         break
     samples.append(elapsed / calls)
-  return float(np.median(samples))
+  return samples
+
+
+def time_call(fn, *args, repeats: int = 5, min_seconds: float = 0.05) -> float:
+  """Median seconds of one call of the compiled `fn(*args)` (the median of
+  `time_samples`)."""
+  return float(np.median(time_samples(fn, *args, repeats=repeats,
+                                      min_seconds=min_seconds)))
 
 
 def forward_and_backward(layer_fn):
@@ -44,12 +54,15 @@ def forward_and_backward(layer_fn):
 
 def time_layer(layer_fn, params, x, *, repeats: int = 5,
                min_seconds: float = 0.05) -> dict[str, float]:
-  """{"forward": s, "forward_backward": s} for one call on this device."""
-  forward, backward = forward_and_backward(layer_fn)
-  return {
-      "forward": time_call(forward, params, x, repeats=repeats,
-                           min_seconds=min_seconds),
-      "forward_backward": time_call(backward, params, x, repeats=repeats,
-                                    min_seconds=min_seconds),
-  }
-
+  """Seconds of one jitted forward and one forward+backward call on this
+  device: {"forward": median, "forward_min", "forward_max",
+  "forward_backward": median, "forward_backward_min",
+  "forward_backward_max"} over `repeats` samples (`time_samples`)."""
+  out = {}
+  for name, fn in zip(("forward", "forward_backward"),
+                      forward_and_backward(layer_fn)):
+    samples = time_samples(fn, params, x, repeats=repeats,
+                           min_seconds=min_seconds)
+    out[name] = float(np.median(samples))
+    out[name + "_min"], out[name + "_max"] = min(samples), max(samples)
+  return out

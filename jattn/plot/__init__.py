@@ -17,7 +17,9 @@ there is no display; each plot_* function returns a matplotlib Figure.
   plot_accuracy_vs_delay / plot_accuracy_vs_symbols /
   plot_gradient_vs_position(results)
                                the figures of experiments/copy_task.py
-  write_complexity_plots / write_copy_plots(results, out)
+  plot_sweep_accuracy(results, mode)  the error-bar figures of
+                               experiments/sweep.py
+  write_complexity_plots / write_copy_plots / write_sweep_plots(results, out)
                                an experiment's PNGs from its results JSON
   write_plots(workdir, out=, config=)   all of the above a folder allows
 """
@@ -42,6 +44,9 @@ from jattn.plot.heatmaps import copy_pairs
 from jattn.plot.heatmaps import plot_attention
 from jattn.plot.heatmaps import plot_attention_grid
 from jattn.plot.heatmaps import plot_copy_attention
+from jattn.plot.sweep import load_sweep_results
+from jattn.plot.sweep import plot_sweep_accuracy
+from jattn.plot.sweep import write_sweep_plots
 from jattn.plot.workdir import write_plots
 
 __all__ = [
@@ -51,6 +56,7 @@ __all__ = [
     "copy_pairs",
     "load_copy_results",
     "load_results",
+    "load_sweep_results",
     "metric_series",
     "plot_accuracy_vs_delay",
     "plot_accuracy_vs_symbols",
@@ -58,6 +64,7 @@ __all__ = [
     "plot_attention_grid",
     "plot_copy_attention",
     "plot_flops_vs_n",
+    "plot_sweep_accuracy",
     "plot_gradient_vs_position",
     "plot_path_length_vs_n",
     "plot_time_vs_n",
@@ -66,4 +73,5 @@ __all__ = [
     "write_complexity_plots",
     "write_copy_plots",
     "write_plots",
+    "write_sweep_plots",
 ]

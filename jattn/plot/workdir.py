@@ -10,6 +10,8 @@
   WORKDIR/copy.json           -> accuracy_vs_delay.png (and
                                  accuracy_vs_symbols.png,
                                  gradient_vs_position.png)
+  WORKDIR/sweep.json          -> accuracy_vs_delay_steps.png,
+                                 accuracy_vs_delay_wall.png
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from jattn.plot import complexity
 from jattn.plot import copy_task
 from jattn.plot import curves
 from jattn.plot import heatmaps
+from jattn.plot import sweep
 
 
 def stored_config(workdir):
@@ -74,11 +77,13 @@ def write_plots(workdir, *, out=None, config=None, seed: int = 0,
   has_checkpoints = checkpoint_lib.checkpoint_dir(workdir).is_dir()
   has_complexity = (workdir / complexity.COMPLEXITY_FILE).is_file()
   has_copy = (workdir / copy_task.COPY_FILE).is_file()
-  if not (has_metrics or has_checkpoints or has_complexity or has_copy):
+  has_sweep = (workdir / sweep.SWEEP_FILE).is_file()
+  if not (has_metrics or has_checkpoints or has_complexity or has_copy
+          or has_sweep):
     raise FileNotFoundError(
         f"workdir: expected a folder with {metrics_lib.METRICS_FILE}, "
-        f"{checkpoint_lib.CHECKPOINT_DIR}/, {complexity.COMPLEXITY_FILE} or "
-        f"{copy_task.COPY_FILE}, got {os.fspath(workdir)!r}")
+        f"{checkpoint_lib.CHECKPOINT_DIR}/, {complexity.COMPLEXITY_FILE}, "
+        f"{copy_task.COPY_FILE} or {sweep.SWEEP_FILE}, got {os.fspath(workdir)!r}")
   out.mkdir(parents=True, exist_ok=True)
   written = []
   if config is None:
@@ -109,4 +114,6 @@ def write_plots(workdir, *, out=None, config=None, seed: int = 0,
     written += complexity.write_complexity_plots(workdir, out)
   if has_copy:
     written += copy_task.write_copy_plots(workdir, out)
+  if has_sweep:
+    written += sweep.write_sweep_plots(workdir, out)
   return written
