@@ -77,3 +77,30 @@ def without_x64():
     return jax.enable_x64(False)
   from jax import experimental  # pylint: disable=g-import-not-at-top
   return experimental.disable_x64()
+
+
+# Low-precision dots on XLA:CPU.
+#
+# jax 0.7's XLA:CPU has no BF16 x BF16 = F32 (or F16 x F16 = F32) dot thunk:
+# an eager (op-by-op) einsum with preferred_element_type=float32 fails at run
+# time once the dot is large enough to leave the fused emitter. jax 0.8 and
+# newer run it. Casting the operands to float32 first gives the same result:
+# the cast is exact and so is every product of two bf16 or f16 numbers in
+# float32, so only the float32 accumulation remains, as in the native dot.
+
+_LOW_PRECISION = ("bfloat16", "float16")
+
+
+def _jax_version() -> tuple[int, int]:
+  return tuple(int(p) for p in jax.__version__.split(".")[:2])
+
+
+def dot_operands(*arrays, accumulate):
+  """`arrays` ready for a dot accumulating in `accumulate`: unchanged,
+  except on the CPU backend of jax < 0.8 with a float32 accumulator, where
+  bf16/f16 arrays are cast to float32 (exactly; see above)."""
+  if (accumulate != jax.numpy.float32 or _jax_version() >= (0, 8)
+      or jax.default_backend() != "cpu"):
+    return arrays
+  return tuple(a.astype(jax.numpy.float32) if a.dtype.name in _LOW_PRECISION
+               else a for a in arrays)

@@ -316,6 +316,44 @@ def test_copy_plots_from_results_json(tmp_path):
   assert all(_is_png(p) for p in written)
 
 
+def _sweep_results():
+  """The layout of experiments/sweep.py's sweep.json (JSON keys)."""
+  def cell(mean, std):
+    return {"accuracy_mean": mean, "accuracy_std": std, "solved": 1,
+            "seeds": 3}
+  return {
+      "device": "cpu (test)", "archs": ["attention", "gru"],
+      "modes": ["steps", "wall"], "steps": 100, "wall_s": 5.0,
+      "seeds": [0, 1, 2],
+      "summary": {
+          "steps": {"attention": {"100": cell(1.0, 0.0), "10": cell(1.0, 0.0)},
+                    "gru": {"10": cell(0.9, 0.05), "100": cell(0.2, 0.1)}},
+          "wall": {"gru": {"10": cell(0.5, 0.2)}}},
+  }
+
+
+def test_sweep_plots_have_error_bars_per_architecture(tmp_path):
+  (tmp_path / "sweep.json").write_text(json.dumps(_sweep_results()))
+  results = plot.load_sweep_results(tmp_path)
+  fig = plot.plot_sweep_accuracy(results, "steps")
+  ax = fig.axes[0]
+  gru = next(c for c in ax.containers if c.get_label() == "gru")
+  line, _, (bars,) = gru.lines
+  np.testing.assert_allclose(np.asarray(line.get_ydata(), float),
+                             [90.0, 20.0])  # delays 10, 100
+  segments = bars.get_segments()  # one vertical bar per delay: mean ± std
+  np.testing.assert_allclose([np.asarray(seg, float)[:, 1] for seg in segments],
+                             [[85.0, 95.0], [10.0, 30.0]])
+  assert [t.get_text() for t in ax.get_xticklabels()] == ["10", "100"]
+  assert ax.get_legend() is not None
+  assert "equal steps (100 each)" in ax.get_title()
+  _mpl.pyplot().close(fig)
+  written = plot.write_plots(tmp_path, out=tmp_path / "png")
+  assert [pathlib.Path(p).name for p in written] == [
+      "accuracy_vs_delay_steps.png", "accuracy_vs_delay_wall.png"]
+  assert all(_is_png(p) for p in written)
+
+
 def test_write_plots_says_what_it_skips(trained, tmp_path):
   workdir, config = trained
   notes = []

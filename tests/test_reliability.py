@@ -122,10 +122,6 @@ def test_no_keys_means_every_row_is_fully_masked(implementation):
   np.testing.assert_array_equal(jattn.linear_attention(q, k, k), 0.0)
 
 
-@pytest.mark.skipif(
-    tuple(int(p) for p in jax.__version__.split(".")[:2]) < (0, 8),
-    reason="XLA:CPU of jax 0.7 has no BF16 x BF16 = F32 dot: eager dense "
-    "bf16 attention fails there (found here, still open)")
 def test_large_logits_in_bfloat16_match_dense():
   # logits about 265, scale 0.3 (not a power of two): the case.
   rng = np.random.default_rng(4)

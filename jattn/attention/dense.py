@@ -20,6 +20,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jattn import _checks
+from jattn import _compat
 from jattn import masks as masks_lib
 from jattn import softmax as softmax_lib
 
@@ -91,14 +92,16 @@ def attend(q_LHK, k_MGK, v_MGV, allowed, bias, scale, precision):
     # Scaling q (O(L K)) rather than the logits (O(L M)) saves a pass over
     # the logits; low-precision q is scaled after the matmul instead.
     q_LHK = q_LHK * jnp.asarray(scale, acc)
+  out_dtype = q_LHK.dtype
+  q_dot, k_dot = _compat.dot_operands(q_LHK, k_MGK, accumulate=acc)
   if R == 1:
     # Plain multi-head attention: no group axis, so XLA needs no transposes
     # of the (H, L, M) logits and can fuse the whole attention.
-    logits_HLM = jnp.einsum("lhk,mhk->hlm", q_LHK, k_MGK, precision=precision,
+    logits_HLM = jnp.einsum("lhk,mhk->hlm", q_dot, k_dot, precision=precision,
                             preferred_element_type=acc)
   else:
-    q_LGRK = q_LHK.reshape(L, G, R, K)
-    logits_HLM = jnp.einsum("lgrk,mgk->grlm", q_LGRK, k_MGK,
+    q_LGRK = q_dot.reshape(L, G, R, K)
+    logits_HLM = jnp.einsum("lgrk,mgk->grlm", q_LGRK, k_dot,
                             precision=precision,
                             preferred_element_type=acc).reshape(H, L, M)
   if scale_logits:
@@ -106,14 +109,15 @@ def attend(q_LHK, k_MGK, v_MGV, allowed, bias, scale, precision):
   if bias is not None:
     logits_HLM = logits_HLM + jnp.broadcast_to(bias, logits_HLM.shape).astype(acc)
   weights_HLM = softmax_lib.masked_softmax(logits_HLM, allowed)
-  weights_HLM_v = weights_HLM.astype(jnp.promote_types(v_MGV.dtype,
-                                                       q_LHK.dtype))
+  weights_HLM_v, v_dot = _compat.dot_operands(
+      weights_HLM.astype(jnp.promote_types(v_MGV.dtype, out_dtype)), v_MGV,
+      accumulate=acc)
   if R == 1:
-    out_LHV = jnp.einsum("hlm,mhv->lhv", weights_HLM_v, v_MGV,
+    out_LHV = jnp.einsum("hlm,mhv->lhv", weights_HLM_v, v_dot,
                          precision=precision, preferred_element_type=acc)
   else:
     out_LGRV = jnp.einsum("grlm,mgv->lgrv", weights_HLM_v.reshape(G, R, L, M),
-                          v_MGV, precision=precision,
+                          v_dot, precision=precision,
                           preferred_element_type=acc)
     out_LHV = out_LGRV.reshape(L, H, V)
-  return out_LHV.astype(q_LHK.dtype), weights_HLM
+  return out_LHV.astype(out_dtype), weights_HLM
