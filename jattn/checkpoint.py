@@ -27,8 +27,11 @@ written to WORKDIR/checkpoints_integrity/STEP.json only after orbax has
 finished writing the step. `restore_verified` restores the newest step whose
 record exists and whose restored arrays match it, and says in one line for
 each newer step why it was skipped (no record: the save never finished;
-unreadable; checksums differ: the files were changed or damaged). It never
-deletes a checkpoint and never returns an unverified state. (Single-process
+unreadable; checksums differ: the files were changed or damaged). When it
+resumes an older step, the skipped newer ones are moved (not deleted) into
+WORKDIR/checkpoints_skipped/STEP, so that the run can write those steps
+again. It never deletes a checkpoint and never returns an unverified
+state. (Single-process
 runs; with several processes the records are not written.)
 """
 
@@ -163,6 +166,8 @@ class Checkpointer:
         reason = (f"unreadable ({type(err).__name__}: "
                   f"{' '.join(str(err).split())[:160]})")
       if reason is None:
+        if skipped and not self.read_only:
+          self._move_aside(skipped, log)
         return state, step
       log(f"jattn.checkpoint: skipping step {step} in {self.directory}: "
           f"{reason}")
@@ -170,6 +175,31 @@ class Checkpointer:
     raise FileNotFoundError(
         f"no verified checkpoint in {self.directory} (skipped steps "
         f"{skipped}); move the folder away to start afresh")
+
+  @property
+  def skipped_dir(self) -> pathlib.Path:
+    """WORKDIR/checkpoints_skipped: where steps that failed verification
+    are moved when an older good step is resumed."""
+    return self.directory.parent / (self.directory.name + "_skipped")
+
+  def _move_aside(self, steps, log) -> None:
+    """Moves the folders (and records) of `steps` into `skipped_dir`, so
+    that the resumed run can save those steps again; nothing is deleted."""
+    self._manager.wait_until_finished()
+    for step in steps:
+      target = self.skipped_dir / str(step)
+      suffix = 1
+      while target.exists():
+        target = self.skipped_dir / f"{step}.{suffix}"
+        suffix += 1
+      target.mkdir(parents=True)
+      os.replace(self.directory / str(step), target / "checkpoint")
+      record = self.integrity_dir / f"{step}.json"
+      if record.is_file():
+        os.replace(record, target / "integrity.json")
+      log(f"jattn.checkpoint: moved step {step} to {target} (it will be "
+          "written again)")
+    self._manager.reload()
 
   def restore(self, target, step: int | None = None):
     """The state saved at `step` (default: the latest), shaped like `target`.

@@ -58,8 +58,12 @@ def test_flipped_bytes_in_the_newest_step_fall_back_to_the_previous(tmp_path):
   victim.write_bytes(bytes(data))
   state, step, lines, steps = _restore(directory)
   assert step == 60, lines
-  assert len(lines) == 1 and "skipping step 90" in lines[0], lines
-  assert steps == [30, 60, 90]                     # nothing was deleted
+  assert len(lines) == 2 and "skipping step 90" in lines[0], lines
+  # Moved aside, not deleted, so that the resumed run can save step 90 again.
+  assert "moved step 90" in lines[1], lines
+  assert steps == [30, 60]
+  moved = tmp_path / "checkpoints_skipped" / "90"
+  assert (moved / "checkpoint").is_dir() and (moved / "integrity.json").is_file()
   np.testing.assert_array_equal(state["params"]["w"], _state(60)["params"]["w"])
 
 
