@@ -2,8 +2,9 @@
 
 `MetricWriter(workdir)` appends one JSON object per call of `write` to
 WORKDIR/metrics.jsonl (a resumed run appends to the same file) and, when the
-optional `tensorboardX` package is installed, also writes the numeric values
-as TensorBoard scalars under WORKDIR/tensorboard. Values may be Python or
+optional `tensorboardX` package is installed (the `tensorboard` extra), also
+writes TensorBoard logs under WORKDIR/tensorboard (`jattn.tensorboard`:
+train/ and eval/ groups, the final metrics and the config in HParams). Values may be Python or
 NumPy scalars or 0-d arrays; they are stored as plain JSON numbers (NaN and
 infinity as the strings "nan", "inf", "-inf", so every line stays valid
 JSON).
@@ -19,6 +20,8 @@ import os
 import pathlib
 
 import numpy as np
+
+from jattn import tensorboard as tensorboard_lib
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -45,7 +48,7 @@ class MetricWriter:
 
   Args:
     workdir: the run's folder (created if missing).
-    tensorboard: write TensorBoard scalars when tensorboardX is importable.
+    tensorboard: write TensorBoard logs when tensorboardX is importable.
     enabled: False makes `write` return the record without writing anything
       (processes other than the first of a multi-host run).
   """
@@ -62,12 +65,10 @@ class MetricWriter:
     self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
     if tensorboard:
       try:
-        import tensorboardX  # noqa: PLC0415  (optional dependency)
+        self._tb = tensorboard_lib.TensorBoardWriter(
+            self.workdir / "tensorboard")
       except ImportError:
         pass
-      else:
-        self._tb = tensorboardX.SummaryWriter(
-            os.fspath(self.workdir / "tensorboard"))
 
   def write(self, metrics: dict) -> dict:
     """Appends one object; returns it as written (plain Python values)."""
@@ -76,13 +77,15 @@ class MetricWriter:
       return record
     self._file.write(json.dumps(record, sort_keys=False) + "\n")
     self._file.flush()
-    if self._tb is not None and "step" in record:
-      for name, value in record.items():
-        if name != "step" and isinstance(value, (int, float)) and not (
-            isinstance(value, bool)):
-          self._tb.add_scalar(name, value, record["step"])
-      self._tb.flush()
+    if self._tb is not None:
+      self._tb.write(record)
     return record
+
+  def write_hparams(self, hparams: dict, final: dict) -> None:
+    """The run's config and final metrics in TensorBoard's HParams
+    dashboard (nothing without tensorboardX)."""
+    if self._tb is not None:
+      self._tb.write_hparams(hparams, _plain(dict(final)))
 
   def close(self) -> None:
     if self._file is not None:

@@ -89,6 +89,7 @@ from jattn import parallel
 from jattn import run_lock
 from jattn import run_record
 from jattn import tasks
+from jattn import tensorboard as tensorboard_lib
 
 SCHEDULES = ("cosine", "constant")
 # fold_in(eval_key, OOD_STREAM) keys the held-out-setting batches; the
@@ -778,6 +779,7 @@ def _train_and_evaluate(config, workdir, start_time) -> dict:
         "backend": jax.default_backend(), "num_params": num_params,
         "mesh": parallel.mesh_shape(None, 1) if mesh is None else dict(
             zip(mesh.axis_names, mesh.axis_sizes))})
+    writer.write_hparams(tensorboard_lib.flat_hparams(config), final)
   finally:
     if profiler is not None:
       profiler.close()
