@@ -150,11 +150,22 @@ def test_heatmap_shows_the_chosen_layer_and_head(tmp_path):
   # In the picture the peak is at column = key j, row = query i.
   x, y = _pixel_of_maximum(fig, ax)
   assert (round(x), round(y)) == (j, i)
-  # The expected pairs are marked at (key, query).
-  marks = ax.lines[0]
-  np.testing.assert_array_equal(marks.get_xdata(), [0, 1])
-  np.testing.assert_array_equal(marks.get_ydata(), [4, 5])
+  # The expected pairs are outlined at (key, query), one cell each, unfilled.
+  outlines = [(p.get_x() + 0.5, p.get_y() + 0.5) for p in ax.patches]
+  assert outlines == [(0, 4), (1, 5)]
+  assert not any(p.get_fill() for p in ax.patches)
+  assert fig.axes[1].get_ylabel() == "attention weight"  # the colour bar
   assert _is_png(_mpl.save(fig, tmp_path / "heatmap.png"))
+  # Cropped to the marked rows and columns (3 cells of margin), in sequence
+  # positions: rows 1..5, columns 0..4 of the 6 x 6 map.
+  fig = plot.plot_attention(weights, layer=1, head=2, pairs=([4, 5], [0, 1]),
+                            crop=True)
+  ax = fig.axes[0]
+  assert ax.images[0].get_array().shape == (5, 5)
+  assert ax.images[0].get_extent() == [-0.5, 4.5, 5.5, 0.5]
+  x, y = _pixel_of_maximum(fig, ax)
+  assert (round(x), round(y)) == (j, i)
+  _mpl.pyplot().close(fig)
 
   grid = plot.plot_attention_grid(weights)
   for ax, (l, h) in zip(grid.axes, peaks):  # (colorbars come after)
@@ -194,16 +205,26 @@ def test_training_curves_plot_each_logged_value_once(trained, tmp_path):
   smoke_loss = lines["smoke train loss"]
   assert list(smoke_loss.get_xdata()) == [20, 40, 60]
   baseline = 4 * math.log(4) / 16
-  np.testing.assert_allclose(lines["smoke memoryless baseline"].get_ydata(),
-                             baseline)
+  np.testing.assert_allclose(
+      lines[f"memoryless baseline ({baseline:.3g})"].get_ydata(), baseline)
+  assert "memoryless baseline (1)" in lines  # the synthetic run's own
   assert smoke_loss.get_ydata()[-1] < baseline  # it learned something
   assert ax_loss.get_yscale() == "log"
+  assert ax_loss.get_xscale() == "log"  # several runs: a log step axis
   assert _is_png(_mpl.save(fig, tmp_path / "curves.png"))
   # Runs of the same task share one baseline line.
   fig = plot.plot_training_curves({"a": workdir, "b": workdir})
   labels = [line.get_label() for line in fig.axes[0].lines]
-  assert labels == ["a train loss", "a eval loss", "a memoryless baseline",
+  assert labels == ["a train loss", "a eval loss",
+                    f"memoryless baseline ({baseline:.3g})",
                     "b train loss", "b eval loss"]
+  # One run: train and eval in distinct colours.
+  fig = plot.plot_training_curves(workdir)
+  by_label = {line.get_label(): line for line in fig.axes[0].lines}
+  assert (by_label["train loss"].get_color()
+          != by_label["eval loss"].get_color())
+  assert fig.axes[0].get_xscale() == "linear"
+  _mpl.pyplot().close(fig)
   _mpl.pyplot().close(fig)
   with pytest.raises(TypeError, match="runs: expected a workdir path"):
     plot.plot_training_curves(3)
@@ -386,3 +407,16 @@ def test_plots_of_a_workdir_need_no_config(trained, tmp_path):
   label = workdir_lib.run_label(workdir, workdir_lib.stored_config(workdir))
   assert label.startswith(f"{config.model.kind}, ")
   assert f"delay {config.task.delay}" in label
+
+
+@pytest.mark.parametrize("arg", ["copy", "variable_copy", "selective_copy",
+                                 "mqar", "induction"])
+def test_copy_pairs_point_at_the_token_each_scored_position_reproduces(arg):
+  task = get_config(f"attention,{arg}").task
+  for seed in range(3):
+    example = plot.copy_example(task, seed=seed)
+    queries, keys = plot.copy_pairs(example, task)
+    assert len(queries) == int(np.asarray(example["copy_mask"]).sum()) > 0
+    assert np.all(keys < queries)  # the source comes before
+    np.testing.assert_array_equal(np.asarray(example["targets"])[queries],
+                                  np.asarray(example["inputs"])[keys])

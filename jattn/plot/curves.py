@@ -68,17 +68,20 @@ def plot_training_curves(runs, *, title: str | None = None):
 
   Returns:
     A matplotlib Figure with two axes: loss (training solid, held-out
-    dashed, baseline dotted, drawn once for runs that share it; log scale)
-    and accuracy (training solid, held-out dashed).
+    dashed, baseline dotted, drawn once for runs that share it; log scale
+    with plain tick labels) and accuracy (training solid, held-out dashed).
+    One run: train and eval in distinct colours, the baseline grey; several:
+    one colour per run on a log step axis. Legends sit below the axes.
   """
   plt = _mpl.pyplot()
+  from matplotlib import ticker  # noqa: PLC0415  (optional extra)
   labelled = (dict(runs) if isinstance(runs, Mapping)
               else {"": runs})
-  fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+  fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4.4))
   baselines = set()  # runs of the same task share one baseline line
+  single = len(labelled) == 1
   for i, (label, run) in enumerate(labelled.items()):
     series = metric_series(_records(run))
-    color = f"C{i}"
     prefix = f"{label} " if label else ""
     for name, ax, style, text in (
         ("loss", ax_loss, "-", "train loss"),
@@ -88,22 +91,46 @@ def plot_training_curves(runs, *, title: str | None = None):
         ("eval_accuracy", ax_acc, "--", "eval accuracy")):
       if name not in series:
         continue
+      # One run: train and eval in colours of their own, the baseline grey;
+      # several: a colour per run, the line style tells train from eval.
+      if name == "baseline_loss":
+        color = "grey"
+      elif single:
+        color = "C1" if name.startswith("eval") else "C0"
+      else:
+        color = f"C{i}"
       steps, values = series[name]
       if name == "baseline_loss" and len(set(values)) == 1:
         # A constant (one task): a horizontal line, once per value.
         if values[0] not in baselines:
           baselines.add(values[0])
-          ax.axhline(values[0], ls=style, color=color, label=prefix + text)
+          # Shared by the runs of one task: labelled by its value, not by
+          # the name of the first run that has it.
+          ax.axhline(values[0], ls=style, color=color,
+                     label=f"{text} ({values[0]:.3g})")
         continue
       ax.plot(steps, values, style, color=color, label=prefix + text,
               marker="." if len(steps) < 30 else None)
   ax_loss.set(xlabel="step", ylabel="cross-entropy per token",
               yscale="log", title="loss vs memoryless baseline")
-  ax_acc.set(xlabel="step", ylabel="accuracy on copied symbols",
-             ylim=(-0.02, 1.02), title="copy accuracy")
+  # Plain numbers on the log axis, and no crowded minor labels.
+  ax_loss.yaxis.set_major_formatter(ticker.FuncFormatter(
+      lambda y, _: f"{y:g}"))
+  ax_loss.yaxis.set_minor_formatter(ticker.NullFormatter())
+  ax_acc.set(xlabel="step", ylabel="accuracy on scored positions",
+             ylim=(-0.02, 1.02), title="accuracy")
   for ax in (ax_loss, ax_acc):
+    if not single:
+      # Runs of different lengths share a log step axis, so a run that
+      # stopped after 100 steps is not squeezed against 0 beside one of
+      # thousands.
+      ax.set_xscale("log")
+      ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+      ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    # Below the axes, never over the curves.
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16),
+              ncol=2, frameon=False)
   if title:
     fig.suptitle(title)
   fig.tight_layout()

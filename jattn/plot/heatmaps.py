@@ -63,14 +63,26 @@ def copy_example(task, *, seed: int = 0) -> dict:
 
 
 def copy_pairs(example: Mapping, task) -> tuple[np.ndarray, np.ndarray]:
-  """(queries, keys): the copy positions and, for each, the position of the
-  symbol it must reproduce (the k-th symbol read for the k-th copy)."""
+  """(queries, keys): the scored positions and, for each, the position
+  holding the token it must reproduce.
+
+  Copy tasks: the k-th copy position reproduces the k-th symbol read. MQAR
+  and induction heads: the scored position's input (a queried key, the
+  trigger) occurred once before, and the answer is the token right after
+  that first occurrence (the pattern an induction head attends to).
+  """
   task = tasks.from_config(task)
   inputs_N = np.asarray(example["inputs"])
   queries = np.flatnonzero(np.asarray(example["copy_mask"]))
-  is_symbol = (inputs_N >= 1) & (inputs_N <= task.alphabet_size)
-  keys = np.flatnonzero(is_symbol)[:len(queries)]
-  return queries, keys
+  if isinstance(task, tasks.CopyTask):
+    is_symbol = (inputs_N >= 1) & (inputs_N <= task.alphabet_size)
+    keys = np.flatnonzero(is_symbol)[:len(queries)]
+    return queries, keys
+  keys = []
+  for q in queries:
+    earlier = np.flatnonzero(inputs_N[:q] == inputs_N[q])
+    keys.append(earlier[0] + 1 if len(earlier) else q)
+  return queries, np.asarray(keys, dtype=np.int64)
 
 
 def copy_attention(params, config, *, seed: int = 0) -> dict:
@@ -123,8 +135,19 @@ def _select(weights, layer: int, head: int) -> np.ndarray:
   return w
 
 
+def _crop(pairs, n: int, margin: int = 3) -> tuple[slice, slice]:
+  """(rows, columns) around the marked pairs, `margin` cells each side."""
+  queries, keys = (np.asarray(p) for p in pairs)
+  rows = slice(max(int(queries.min()) - margin, 0),
+               min(int(queries.max()) + margin + 1, n))
+  cols = slice(max(int(keys.min()) - margin, 0),
+               min(int(keys.max()) + margin + 1, n))
+  return rows, cols
+
+
 def plot_attention(weights, *, layer: int = 0, head: int = 0, pairs=None,
-                   ax=None, title: str | None = None, colorbar: bool = True):
+                   crop: bool = False, ax=None, title: str | None = None,
+                   colorbar: bool = True):
   """A heatmap of one head's attention weights: row = query, column = key.
 
   Args:
@@ -132,32 +155,43 @@ def plot_attention(weights, *, layer: int = 0, head: int = 0, pairs=None,
       `copy_attention(...)["weights"]` or `jattn.models.attention_weights`.
     layer, head: which map (ignored for dimensions `weights` lacks).
     pairs: optional (queries, keys) positions to mark, e.g. the expected
-      copy diagonal `copy_pairs(...)`; drawn as open circles.
+      copy diagonal `copy_pairs(...)`; each cell is outlined in red (its
+      colour stays visible).
+    crop: show only the rows of the marked queries and the columns of
+      their keys (a few cells around them), with the axes in sequence
+      positions; without pairs it does nothing.
     ax: axes to draw on (default: a new figure).
     title: default "layer L, head H".
-    colorbar: draw a colorbar beside the map (the color scale runs from 0 to
-      the map's maximum).
+    colorbar: draw a labelled colour bar beside the map (the colour scale
+      runs from 0 to the shown map's maximum).
 
   Returns:
-    The matplotlib Figure (its first image holds the plotted (N, N) array).
+    The matplotlib Figure (its first image holds the plotted array).
   """
   plt = _mpl.pyplot()
   w_NN = _select(weights, layer, head)
   if ax is None:
-    fig, ax = plt.subplots(figsize=(4.6, 4))
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
   else:
     fig = ax.figure
-  image = ax.imshow(w_NN, cmap="viridis", vmin=0.0, interpolation="nearest",
-                    aspect="equal")
+  has_pairs = pairs is not None and len(pairs[0])
+  rows, cols = (_crop(pairs, w_NN.shape[0]) if crop and has_pairs
+                else (slice(0, w_NN.shape[0]), slice(0, w_NN.shape[1])))
+  shown = w_NN[rows, cols]
+  image = ax.imshow(shown, cmap="viridis", vmin=0.0, interpolation="nearest",
+                    aspect="auto" if crop else "equal",
+                    extent=(cols.start - 0.5, cols.stop - 0.5,
+                            rows.stop - 0.5, rows.start - 0.5))
   if colorbar:
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label("attention weight")
   xlabel = "key position"
-  if pairs is not None and len(pairs[0]):
-    queries, keys = pairs
-    # Circles about one cell wide, so the weights under them stay visible.
-    size = float(np.clip(250.0 / w_NN.shape[0], 2.0, 7.0))
-    ax.plot(keys, queries, "o", mfc="none", mec="red", ms=size, mew=0.8)
-    xlabel += " (red circles: expected copy source)"
+  if has_pairs:
+    from matplotlib import patches  # noqa: PLC0415  (optional extra)
+    for q, k in zip(*pairs):
+      ax.add_patch(patches.Rectangle((k - 0.5, q - 0.5), 1, 1, fill=False,
+                                     edgecolor="red", lw=0.9))
+    xlabel += " (red outline: expected source)"
   ax.set(xlabel=xlabel, ylabel="query position",
          title=title if title is not None else f"layer {layer}, head {head}")
   return fig
@@ -197,8 +231,9 @@ def plot_copy_attention(params, config, *, layer: int | None = None,
   score = float(found["copy_score"][layer, head])
   return plot_attention(
       found["weights"], layer=layer, head=head,
-      pairs=(found["queries"], found["keys"]),
-      title=f"layer {layer}, head {head}: copy score {score:.2f}")
+      pairs=(found["queries"], found["keys"]), crop=True,
+      title=f"layer {layer}, head {head}: copy score {score:.2f} "
+            "(scored rows, their source columns)")
 
 
 def plot_attention_grid(weights, *, pairs=None, copy_score=None,

@@ -105,7 +105,7 @@ def write_plots(workdir, *, out=None, config=None, seed: int = 0,
     grid = heatmaps.plot_attention_grid(
         found["weights"], pairs=pairs, copy_score=found["copy_score"],
         title=f"{run_label(workdir, config)}, step {step}: attention weights (red "
-              "circles: expected copy source)")
+              "outlines: expected copy source)")
     written.append(_mpl.save(grid, out / "attention_heads.png"))
     written.append(_mpl.save(
         heatmaps.plot_copy_attention(params, config, found=found),
