@@ -266,8 +266,15 @@ def _logits(plan, q_i, kT_j, bias, mask, key_len, i, j, acc, apply_mask):
 
 
 def forward(plan: Plan, q, kT, v, bias, mask, key_len):
-  """out (G, Lp, R, V) in q's dtype and lse (G, Lp, R); lse = +inf marks a
-  query with nothing to attend to (its output is 0)."""
+  """out (G, Lp, R, V) in q's dtype and stats (G, Lp, R, 2): each query's
+  row maximum m and log of its softmax normaliser log l, kept apart (their
+  sum is the log-sum-exp, `lse_from_stats`); log l = +inf marks a query
+  with nothing to attend to (its output is 0).
+
+  Kept apart because at large logits the float32 sum m + log l rounds to
+  the spacing of m (about 1e-3 at logits of 1e4), and the backward pass's
+  exp(s - lse) would carry that error into every recomputed weight; s - m is
+  exact there, so exp((s - m) - log l) is as accurate as dense softmax."""
   G, Lp, R, _ = q.shape
   V = v.shape[-1]
   bq, bk = plan.block_q, plan.block_k
@@ -275,7 +282,7 @@ def forward(plan: Plan, q, kT, v, bias, mask, key_len):
   dynamic = mask is not None or key_len is not None
 
   def query_block(i, carry):
-    out, lse = carry
+    out, stats = carry
     q_i = _block(q, i, bq, 1)
 
     def key_block(j, state):
@@ -304,13 +311,28 @@ def forward(plan: Plan, q, kT, v, bias, mask, key_len):
     safe_l = jnp.where(nonempty, l, 1.0)
     out_i = (o / safe_l[..., None]).astype(out.dtype)
     shift = jnp.where(m == -jnp.inf, 0.0, m)
-    lse_i = jnp.where(nonempty, shift + jnp.log(safe_l), jnp.inf)
+    stats_i = jnp.stack(
+        [shift, jnp.where(nonempty, jnp.log(safe_l), jnp.inf)], axis=-1)
     out = lax.dynamic_update_slice_in_dim(out, out_i, i * bq, axis=1)
-    lse = lax.dynamic_update_slice_in_dim(lse, lse_i, i * bq, axis=1)
-    return out, lse
+    stats = lax.dynamic_update_slice_in_dim(stats, stats_i, i * bq, axis=1)
+    return out, stats
 
-  init = (jnp.zeros((G, Lp, R, V), q.dtype), jnp.zeros((G, Lp, R), acc))
+  init = (jnp.zeros((G, Lp, R, V), q.dtype), jnp.zeros((G, Lp, R, 2), acc))
   return lax.fori_loop(0, plan.num_query_blocks, query_block, init)
+
+
+def lse_from_stats(stats):
+  """(G, Lp, R) log-sum-exp m + log l of `forward`'s (G, Lp, R, 2) stats
+  (+inf for a query with nothing to attend to)."""
+  return stats[..., 0] + stats[..., 1]
+
+
+def _split_stats(stats_or_lse, ndim: int):
+  """(m, log l) of stats (ndim + 1 dimensions), or (lse, 0) of an lse
+  (ndim dimensions: ring attention merges hops into one lse)."""
+  if stats_or_lse.ndim == ndim + 1:
+    return stats_or_lse[..., 0], stats_or_lse[..., 1]
+  return stats_or_lse, jnp.zeros_like(stats_or_lse)
 
 
 # ---------------------------------------------------------------------------
@@ -319,11 +341,16 @@ def forward(plan: Plan, q, kT, v, bias, mask, key_len):
 # plain products.
 
 
-def _logits_t(plan, k_j, qT_i, bias, mask, key_len, i, j, acc, apply_mask):
-  """Transposed logits (G, bk, bq, R) of tile (i, j), -inf where masked."""
+def _logits_t(plan, q_i, kT_j, bias, mask, key_len, i, j, acc, apply_mask):
+  """Transposed logits (G, bk, bq, R) of tile (i, j), -inf where masked.
+
+  The product is the forward's own (`_logits`), transposed after: a
+  differently ordered product rounds differently, and at logits of 1e4 in
+  float32 that rounding (about 1e-3) would make every recomputed weight
+  disagree with the forward's normaliser by as much."""
   bq, bk = plan.block_q, plan.block_k
-  s_t = jnp.einsum("gck,gkqr->gcqr", k_j, qT_i, precision=plan.precision,
-                   preferred_element_type=acc)
+  s_t = jnp.einsum("gqrk,gkc->gqrc", q_i, kT_j, precision=plan.precision,
+                   preferred_element_type=acc).transpose(0, 3, 1, 2)
   if bias is not None:
     s_t = s_t + tile(plan, bias, i, j).transpose(0, 3, 1, 2).astype(acc)
   if apply_mask:
@@ -362,8 +389,12 @@ def _add_tile(plan: Plan, x, t, i, j):
 
 
 def backward(plan: Plan, res, d_out):
-  """Cotangents of (q, kT, v, bias, mask, key_len), recomputing each tile."""
-  q, kT, v, bias, mask, key_len, out, lse = res
+  """Cotangents of (q, kT, v, bias, mask, key_len), recomputing each tile.
+
+  res ends with `forward`'s stats (or with a (G, Lp, R) log-sum-exp, as
+  ring attention passes it)."""
+  q, kT, v, bias, mask, key_len, out, stats = res
+  row_max, log_l = _split_stats(stats, q.ndim - 1)
   G, Lp, R, K = q.shape
   Mp, V = v.shape[1], v.shape[2]
   bq, bk = plan.block_q, plan.block_k
@@ -388,14 +419,15 @@ def backward(plan: Plan, res, d_out):
       qT_i = _block(qT, i, bq, 2)
       do_i = _block(d_out, i, bq, 1)
       doT_i = _block(d_outT, i, bq, 2)
-      lse_i = _block(lse, i, bq, 1)[:, None]
+      m_i = _block(row_max, i, bq, 1)[:, None]
+      log_l_i = _block(log_l, i, bq, 1)[:, None]
       delta_i = _block(delta, i, bq, 1)[:, None]
 
       def step(partial, apply_mask):
         dk_j, dv_j = partial
-        s_t = _logits_t(plan, k_j, qT_i, bias, mask, key_len, i, j, acc,
+        s_t = _logits_t(plan, q_i, kT_j, bias, mask, key_len, i, j, acc,
                         apply_mask)
-        p_t = jnp.exp(s_t - lse_i)                        # (G, bk, bq, R)
+        p_t = jnp.exp((s_t - m_i) - log_l_i)              # (G, bk, bq, R)
         dv_j = dv_j + jnp.einsum("gcqr,gqrv->gcv", p_t.astype(do_i.dtype),
                                  do_i, precision=plan.precision,
                                  preferred_element_type=acc)
@@ -453,21 +485,21 @@ def _forward_by_head(plan: Plan, q, kT, v, bias, mask, key_len):
     return forward(plan, q, kT, v, bias, mask, key_len)
 
   def body(g, carry):
-    out, lse = carry
-    out_g, lse_g = forward(plan, _head(q, g), _head(kT, g), _head(v, g),
-                           _head(bias, g), _head(mask, g), key_len)
+    out, stats = carry
+    out_g, stats_g = forward(plan, _head(q, g), _head(kT, g), _head(v, g),
+                             _head(bias, g), _head(mask, g), key_len)
     return (lax.dynamic_update_slice_in_dim(out, out_g, g, axis=0),
-            lax.dynamic_update_slice_in_dim(lse, lse_g, g, axis=0))
+            lax.dynamic_update_slice_in_dim(stats, stats_g, g, axis=0))
 
   acc = softmax_lib.softmax_dtype(q.dtype)
   init = (jnp.zeros(q.shape[:3] + v.shape[-1:], q.dtype),
-          jnp.zeros(q.shape[:3], acc))
+          jnp.zeros(q.shape[:3] + (2,), acc))
   return lax.fori_loop(0, G, body, init)
 
 
 def _backward_by_head(plan: Plan, res, d_out):
   """`backward`, one key/value head at a time."""
-  q, kT, v, bias, mask, key_len, out, lse = res
+  q, kT, v, bias, mask, key_len, out, stats = res
   G = q.shape[0]
   if G == 1:
     return backward(plan, res, d_out)
@@ -475,7 +507,7 @@ def _backward_by_head(plan: Plan, res, d_out):
   def body(g, carry):
     dq, dkT, dv, dbias = carry
     res_g = (_head(q, g), _head(kT, g), _head(v, g), _head(bias, g),
-             _head(mask, g), key_len, _head(out, g), _head(lse, g))
+             _head(mask, g), key_len, _head(out, g), _head(stats, g))
     dq_g, dkT_g, dv_g, dbias_g, _, _ = backward(plan, res_g, _head(d_out, g))
     put = lambda x, x_g: lax.dynamic_update_slice_in_dim(x, x_g, g, axis=0)
     if dbias is not None:
@@ -488,14 +520,21 @@ def _backward_by_head(plan: Plan, res, d_out):
   return dq, dkT, dv, dbias, None, None
 
 
-def forward_core(plan: Plan, q, kT, v, bias, mask, key_len):
-  """`forward`, per head and per batch element when `plan.sequential`
-  (the undifferentiated forward; `jattn.parallel` runs it per ring hop)."""
+def _forward_stats_core(plan: Plan, q, kT, v, bias, mask, key_len):
+  """`forward` (out, stats), per head and per batch element when
+  `plan.sequential`."""
   if not plan.sequential:
     return forward(plan, q, kT, v, bias, mask, key_len)
   run = jax.custom_batching.sequential_vmap(
       functools.partial(_forward_by_head, plan))
   return run(q, kT, v, bias, mask, key_len)
+
+
+def forward_core(plan: Plan, q, kT, v, bias, mask, key_len):
+  """(out, lse): the undifferentiated forward, per head and per batch
+  element when `plan.sequential` (`jattn.parallel` runs it per ring hop)."""
+  out, stats = _forward_stats_core(plan, q, kT, v, bias, mask, key_len)
+  return out, lse_from_stats(stats)
 
 
 def backward_core(plan: Plan, res, d_out):
@@ -530,8 +569,9 @@ def core(plan: Plan, q, kT, v, bias, mask, key_len):
 
 
 def _core_fwd(plan, q, kT, v, bias, mask, key_len):
-  out, lse = forward_core(plan, q, kT, v, bias, mask, key_len)
-  return (out, lse), (q, kT, v, bias, mask, key_len, out, lse)
+  out, stats = _forward_stats_core(plan, q, kT, v, bias, mask, key_len)
+  return (out, lse_from_stats(stats)), (q, kT, v, bias, mask, key_len, out,
+                                        stats)
 
 
 def _core_bwd(plan, res, cotangents):
