@@ -110,7 +110,8 @@ def _sweep_block(root, mode: str) -> str:
   r = _sweep(root)
   lines = [f"Budget: {script.budget_text(r, mode)}; {r['device']}; load "
            f"average {r['load_start'][0]} at the start of the sweep, "
-           f"{r['load_end'][0]} at the end. Held-out copy accuracy, mean ± "
+           f"{r['load_end'][0]} at the end. Copy accuracy on fresh batches, "
+           f"mean ± "
            f"sample std over seeds {r['seeds']} (seeds that reached 99%):",
            ""]
   return "\n".join(lines + script.accuracy_table(r, mode)) + "\n"
@@ -130,6 +131,37 @@ def sweep_steps_taken(root) -> str:
   return "\n".join(["Mean steps taken / mean seconds per run, equal "
                     "wall-clock budget:", ""]
                    + script.steps_table(r, "wall")) + "\n"
+
+
+def sweep_findings(root) -> str:
+  """Which architectures solved which delays, per budget, from the JSON."""
+  r = _sweep(root)
+  lines = []
+  names = {"steps": "Equal steps", "wall": "Equal wall-clock"}
+  for mode in r["modes"]:
+    s = r["summary"].get(mode, {})
+    run = {a: s[a] for a in r["archs"] if a in s}
+    always = [a for a, c in run.items()
+              if all(v["solved"] == v["seeds"] for v in c.values())]
+    never = [a for a, c in run.items()
+             if not any(v["solved"] for v in c.values())]
+    partly = [a for a in run if a not in always and a not in never]
+    recurrent_or_conv = [a for a in run if a in ("cnn", "tcn", "rnn", "gru",
+                                                 "lstm")]
+    best = []
+    for d in r["delays"]:
+      cells = [(run[a][str(d)]["accuracy_mean"], a) for a in recurrent_or_conv
+               if str(d) in run[a]]
+      if cells:
+        acc, arch = max(cells)
+        best.append(f"{arch} {_pct(acc)} at delay {d}")
+    lines.append(
+        f"- {names[mode]}: every seed reached 99% at every delay run for "
+        f"{', '.join(always) or 'none'}; at some delays for "
+        f"{', '.join(partly) or 'none'}; at none for "
+        f"{', '.join(never) or 'none'}. Best convolutional or recurrent "
+        f"model: {'; '.join(best)}.")
+  return "\n".join(lines) + "\n"
 
 
 def sweep_params(root) -> str:
@@ -309,7 +341,6 @@ def anchors(root) -> str:
 
 RENDERERS = {
     "main-job": main_job,
-    "test-run": test_run,
     "tasks-headline": tasks_headline,
     "tasks-table": tasks_table,
     "positional": positional,
@@ -317,6 +348,7 @@ RENDERERS = {
     "sweep-wall": sweep_wall,
     "sweep-steps-taken": sweep_steps_taken,
     "sweep-params": sweep_params,
+    "sweep-findings": sweep_findings,
     "chapter-table": chapter_table,
     "complexity-time": complexity_time,
     "copy-symbols": copy_symbols,

@@ -262,7 +262,7 @@ def markdown(results) -> str:
       ""]
   for mode in results["modes"]:
     lines += [f"## Budget: {budget_text(results, mode)}", "",
-              "Held-out copy accuracy (%), mean ± sample std over seeds "
+              "Copy accuracy on fresh batches (%), mean ± sample std over seeds "
               "(seeds that reached 99%):", ""]
     lines += accuracy_table(results, mode)
     lines += ["", "Mean steps taken / mean seconds per run:", ""]

@@ -46,7 +46,7 @@ def plot_sweep_accuracy(results: Mapping, mode: str):
   archs = [a for a in results["archs"] if a in summary]
   delays = sorted({int(d) for a in archs for d in summary[a]})
   fig, ax = plt.subplots(figsize=(8, 4.5))
-  width = 0.6 / max(len(archs), 1)
+  width = 0.36 / max(len(archs), 1)
   for i, arch in enumerate(archs):
     cells = summary[arch]
     xs = [j + (i - (len(archs) - 1) / 2) * width
@@ -57,15 +57,15 @@ def plot_sweep_accuracy(results: Mapping, mode: str):
                 marker=_MARKERS[i % len(_MARKERS)], ms=5, capsize=3, lw=1,
                 label=arch)
   ax.axhline(100 * CHANCE, color="grey", ls=":", lw=1)
-  ax.annotate("chance (1/8)", (len(delays) - 0.5, 100 * CHANCE),
-              xytext=(0, 3), textcoords="offset points", ha="right",
-              fontsize=8, color="grey")
+  ax.annotate("chance (1/8)", (-0.5, 100 * CHANCE), xytext=(4, -11),
+              textcoords="offset points", ha="left", fontsize=8,
+              color="grey")
   ax.set_xticks(range(len(delays)), [str(d) for d in delays])
   ax.set_xlim(-0.5, len(delays) - 0.5)
   ax.set_ylim(0, 105)
   seeds = len(results.get("seeds", []))
   ax.set(xlabel="delay (blanks between the symbols and their copy)",
-         ylabel="held-out copy accuracy (%)",
+         ylabel="copy accuracy on fresh batches (%)",
          title=f"Copy task, {_budget_label(results, mode)}: mean ± std over "
                f"{seeds} seeds\n{results.get('device', '')}")
   ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0),
