@@ -329,6 +329,155 @@ def attention_speed(root) -> str:
 
 
 # ---------------------------------------------------------------------------
+# experiments/scaling: the train step over 1..8 (fake) devices.
+
+
+def _scaling(root):
+  return _json(root, "experiments/scaling/results/scaling.json")
+
+
+def _scaling_row(run, mode, regime):
+  return next(r for r in run["rows"]
+              if r["mode"] == mode and r["regime"] == regime)
+
+
+def scaling_machine(root) -> str:
+  r = _scaling(root)
+  m = r["machine"]
+  return (f"{r['seconds']:.0f} s in all, on {m['cpu_count']} cores "
+          f"({m['cpu']}), {'fake CPU devices' if m['fake_devices'] else 'real devices'}, "
+          f"jax {r['runs'][0]['jax']}, load average {m['load_before'][0]} "
+          f"before and {m['load_after'][0]} after the run: every time is an "
+          "upper bound, measured on that CPU.\n")
+
+
+def scaling_memory(root) -> str:
+  runs = _scaling(root)["runs"]
+  cols = [("data", "strong"), ("seq", "strong"), ("seq", "weak")]
+  first = runs[0]
+  heads = []
+  for mode, regime in cols:
+    row = _scaling_row(first, mode, regime)
+    size = (f"N = {row['seq_len']} p" if regime == "weak" and mode == "seq"
+            else f"N = {row['seq_len']}")
+    heads.append(f"{mode}, {regime} (B = {row['batch']}, {size})")
+  lines = ["| devices p | " + " | ".join(heads) + " |",
+           "|---|" + "---|" * len(cols)]
+  for run in runs:
+    lines.append(f"| {run['devices']} | " + " | ".join(
+        f"{_scaling_row(run, m, g)['bytes_per_device'] / 2**20:.1f}"
+        for m, g in cols) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def scaling_longest(root) -> str:
+  r = _scaling(root)
+  lines = [f"Budget {r['memory_budget_bytes'] / 2**20:.0f} MiB per device:",
+           "", "| devices p | longest N | per-device MiB there | N / p |",
+           "|---|---|---|---|"]
+  for run in r["runs"]:
+    mem, p = run["memory"], run["devices"]
+    n = mem["longest_seq_len"]
+    lines.append(f"| {p} | {n:,} | {mem['measured'][str(n)] / 2**20:.1f} | "
+                 f"{n // p:,} |" if n else f"| {p} | none found | - | - |")
+  return "\n".join(lines) + "\n"
+
+
+def scaling_time(root) -> str:
+  runs = _scaling(root)["runs"]
+  cols = [("data", "strong"), ("data", "weak"), ("seq", "strong"),
+          ("seq", "weak")]
+  lines = ["| devices p | data strong | data weak | seq strong | seq weak |",
+           "|---|---|---|---|---|"]
+  for run in runs:
+    lines.append(f"| {run['devices']} | " + " | ".join(
+        f"{1e3 * _scaling_row(run, m, g)['step_s']:.1f}" for m, g in cols)
+                 + " |")
+  return "\n".join(lines) + "\n"
+
+
+def _speed(results) -> dict:
+  return {(x["L"], x["impl"], x["mode"]): x for x in results["speed"]}
+
+
+def _ratio_list(speed, peer, ls) -> str:
+  cells = []
+  for L in ls:
+    mine, theirs = speed.get((L, "jattn", "fwdbwd")), speed.get((L, peer,
+                                                                "fwdbwd"))
+    if mine and theirs and mine.get("seconds") and theirs.get("seconds"):
+      cells.append(f"{theirs['seconds'] / mine['seconds']:.2f}x")
+    else:
+      cells.append("skipped")
+  return " / ".join(cells)
+
+
+def attention_targets(root) -> str:
+  r = _json(root, "experiments/attention/results.json")
+  c = _json(root, "experiments/attention/results_causal.json")
+  speed, causal = _speed(r), _speed(c)
+  ls = sorted({L for L, _, _ in speed if L >= 1024})
+  cls = sorted({L for L, _, _ in causal if L >= 1024})
+  at = " / ".join(map(str, ls))
+
+  def verdict(peer):
+    got = [speed[(L, peer, "fwdbwd")]["seconds"] /
+           speed[(L, "jattn", "fwdbwd")]["seconds"] for L in ls
+           if speed.get((L, peer, "fwdbwd"), {}).get("seconds")]
+    return "met" if got and min(got) >= 2 else "**missed**"
+  slower = []
+  for (L, impl, mode), x in sorted(speed.items()):
+    if impl in ("xla", "flax") and x.get("seconds"):
+      mine = speed[(L, "jattn", mode)]["seconds"]
+      if x["seconds"] < mine:
+        slower.append(f"L = {L} {mode}: {x['seconds'] / mine:.2f}x of {impl}")
+  fractions = [speed[(L, "jattn", "fwd")]["fraction_of_matmul"] for L in ls]
+  cfractions = [causal[(L, "jattn", "fwd")].get("fraction_of_matmul")
+                for L in cls]
+  best = r["max_length"]["jattn"]
+  trial = next(t for t in best["trials"] if t["L"] == best["max_L"])
+  dense = r["max_length"]["jattn-dense"]
+  rows = [
+      ("fwd+bwd at L >= 1024 at least 2x faster than `jax.nn` (xla)",
+       f"{_ratio_list(speed, 'xla', ls)} at L = {at}; causal "
+       f"{_ratio_list(causal, 'xla', cls)}", verdict("xla")),
+      ("fwd+bwd at L >= 1024 at least 2x faster than Flax",
+       f"{_ratio_list(speed, 'flax', ls)} at L = {at}; causal "
+       f"{_ratio_list(causal, 'flax', cls)}", verdict("flax")),
+      ("never slower than either peer at any L",
+       "slower at " + "; ".join(slower) if slower else "never slower",
+       "**missed**" if slower else "met"),
+      ("fwd at L >= 1024 reaches 40% of the same run's f32 matmul GFLOP/s",
+       " / ".join(f"{100 * f:.0f}%" for f in fractions) + f" at L = {at}; "
+       "causal " + " / ".join("-" if f is None else f"{100 * f:.0f}%"
+                              for f in cfractions),
+       "met" if min(fractions) >= 0.4 else
+       f"**missed** at {sum(f < 0.4 for f in fractions)} of {len(fractions)}"),
+      (f"fwd+bwd at L = {best['max_L']:,}, B = H = 1, K = 64 within 24 GiB",
+       f"completed in {trial['seconds']:.1f} s with "
+       f"{trial['peak_rss'] / 2**30:.2f} GiB peak RSS (compiled temporaries "
+       f"{trial['compiled_memory']['temp'] / 2**20:.0f} MiB); dense stops at "
+       f"L = {dense['max_L']:,} ({dense['limit']})",
+       "met" if trial["peak_rss"] < 24 * 2**30 else "**missed**"),
+      ("GPU: bf16 fwd+bwd at L = 8192 within 1.25x of cuDNN",
+       "not measured: no GPU was lent to this project's sessions", "not run"),
+  ]
+  load = r.get("load_average")
+  lines = [f"{r['device']}, jax {r['jax']}, {r['dtype']}, B = {r['B']}, "
+           f"H = {r['H']}, K = {r['K']}; "
+           + (f"load average {load[0]} at the start."
+              if load else "the load was not recorded by that run and the "
+              "machine was shared, so the ratios are not idle figures."),
+           "", "| target | measured | verdict |", "|---|---|---|"]
+  lines += [f"| {a} | {b} | {v} |" for a, b, v in rows]
+  mem = [speed[(L, "jattn", "fwdbwd")]["compiled_memory"]["temp"] / 2**20
+         for L in ls]
+  lines += ["", "Compiled temporary memory, fwd+bwd, jattn: " +
+            " / ".join(f"{m:.0f} MiB" for m in mem) + f" at L = {at}."]
+  return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------
 # Published anchors.
 
 
@@ -354,6 +503,11 @@ RENDERERS = {
     "copy-symbols": copy_symbols,
     "copy-gradients": copy_gradients,
     "attention-speed": attention_speed,
+    "scaling-machine": scaling_machine,
+    "scaling-memory": scaling_memory,
+    "scaling-longest": scaling_longest,
+    "scaling-time": scaling_time,
+    "attention-targets": attention_targets,
     "anchors": anchors,
 }
 
