@@ -171,7 +171,9 @@ def sweep_params(root) -> str:
           f" to {max(w['num_params'] for w in r['widths'].values()):,} "
           f"({100 * min(spread):+.1f}% to {100 * max(spread):+.1f}% of the "
           f"attention model's {r['target_params']:,}), sweep time "
-          f"{r['seconds'] / 60:.0f} min (`{r['command']}`).\n")
+          f"{r['seconds'] / 60:.0f} min (`{r['command']}`); cells over the "
+          f"{r['max_cell_s']:.0f} s limit (estimated for all seeds), listed "
+          f"in sweep.md: {len(r['not_run']) or 'none'}.\n")
 
 
 # ---------------------------------------------------------------------------

@@ -25,6 +25,8 @@ import os
 import pathlib
 from collections.abc import Mapping
 
+import numpy as np
+
 from jattn.plot import _mpl
 
 COMPLEXITY_FILE = "complexity.json"
@@ -60,15 +62,24 @@ def plot_flops_vs_n(results: Mapping):
 
 
 def plot_time_vs_n(results: Mapping):
-  """Forward and forward+backward milliseconds per call against n."""
+  """Forward and forward+backward milliseconds per call against n: the
+  median, with the samples' [min, max] as error bars when recorded."""
   plt = _mpl.pyplot()
   fig, axes = plt.subplots(1, 2, figsize=(10, 4))
   for key, ax in zip(("forward", "forward_backward"), axes):
     for name, row in results["time"].items():
       samples = row["samples"]
-      ax.loglog([s["n"] for s in samples], [s[key] * 1e3 for s in samples],
-                "o-", label=name)
-    ax.set(xlabel="n (tokens)", ylabel="ms per call",
+      ms = np.array([s[key] * 1e3 for s in samples])
+      spread = None
+      if all(key + "_min" in s for s in samples):
+        spread = np.array([[m - s[key + "_min"] * 1e3 for s, m in
+                            zip(samples, ms)],
+                           [s[key + "_max"] * 1e3 - m for s, m in
+                            zip(samples, ms)]])
+      ax.errorbar([s["n"] for s in samples], ms, yerr=spread, fmt="o-",
+                  ms=4, capsize=2, label=name)
+    ax.set(xscale="log", yscale="log", xlabel="n (tokens)",
+           ylabel="ms per call (median; bars: min to max)",
            title=f"{key.replace('_', '+')} time, d={results['grid']['d_time']}"
                  f"\n{results.get('device', '')}")
     ax.legend(fontsize=8)
