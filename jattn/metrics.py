@@ -4,10 +4,10 @@
 WORKDIR/metrics.jsonl (a resumed run appends to the same file) and, when the
 optional `tensorboardX` package is installed (the `tensorboard` extra), also
 writes TensorBoard logs under WORKDIR/tensorboard (`jattn.tensorboard`:
-train/ and eval/ groups, the final metrics and the config in HParams). Values may be Python or
-NumPy scalars or 0-d arrays; they are stored as plain JSON numbers (NaN and
-infinity as the strings "nan", "inf", "-inf", so every line stays valid
-JSON).
+train/ and eval/ groups, the final metrics and the config in HParams).
+Values may be Python or NumPy scalars or 0-d arrays; they are stored as
+plain JSON numbers (NaN and infinity as the strings "nan", "inf", "-inf",
+so every line stays valid JSON).
 
 `read_metrics(workdir)` reads the file back as a list of dicts.
 """

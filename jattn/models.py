@@ -16,9 +16,10 @@ layers (same width D, same embedding and head):
                embedding), "learned" (a learned (max_len, D) table added) or
                "none" (no position at all: with `causal` the mask alone
                tells positions apart; without it the model is permutation-
-               equivariant and cannot copy in order). On the delay-100 copy task rope learns about 3x faster than
-               sinusoidal and far faster than learned (whose small random
-               init gives the model little to start from).
+               equivariant and cannot copy in order). On the delay-100
+               copy task rope learns faster than sinusoidal and far faster
+               than learned (whose small random init gives the model
+               little to start from).
                `causal` masks attention to earlier tokens.
   "cnn"        residual conv blocks  x + relu(conv(LN(x))), kernel
                `kernel_size`, dilation 1 (`jattn.conv_layer`).

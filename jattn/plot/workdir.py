@@ -83,7 +83,8 @@ def write_plots(workdir, *, out=None, config=None, seed: int = 0,
     raise FileNotFoundError(
         f"workdir: expected a folder with {metrics_lib.METRICS_FILE}, "
         f"{checkpoint_lib.CHECKPOINT_DIR}/, {complexity.COMPLEXITY_FILE}, "
-        f"{copy_task.COPY_FILE} or {sweep.SWEEP_FILE}, got {os.fspath(workdir)!r}")
+        f"{copy_task.COPY_FILE} or {sweep.SWEEP_FILE}, got "
+        f"{os.fspath(workdir)!r}")
   out.mkdir(parents=True, exist_ok=True)
   written = []
   if config is None:
