@@ -58,12 +58,13 @@ def main_job(root) -> str:
 
 def test_run(root) -> str:
   r = _json(root, "experiments/test_run/results.json")
-  return (f"The second, as recorded by `experiments/test_run.py`: "
-          f"{r['summary']} (exit code {r['returncode']}; "
-          f"{r['seconds'] / 60:.1f} min wall-clock on {r['device']}, load "
-          f"average {r['load_before'][0]} before and {r['load_after'][0]} "
-          "after). `-m slow` runs the slower tests it skips: lowering "
-          "matrices, smoke runs, fresh-interpreter README snippets.\n")
+  return (f"The second, as recorded by `experiments/test_run.py` in a clean "
+          f"clone: pytest's summary `{r['summary']}`, exit code "
+          f"{r['returncode']}, {r['seconds'] / 60:.1f} min wall-clock with "
+          f"the install, on {r['device']}, load average "
+          f"{r['load_before'][0]} before and {r['load_after'][0]} after. "
+          "`-m slow` runs the slower tests it skips: lowering matrices, "
+          "smoke runs, fault injection, fresh-interpreter README snippets.\n")
 
 
 def tasks_headline(root) -> str:
@@ -492,6 +493,7 @@ def anchors(root) -> str:
 
 RENDERERS = {
     "main-job": main_job,
+    "test-run": test_run,
     "tasks-headline": tasks_headline,
     "tasks-table": tasks_table,
     "positional": positional,
