@@ -47,6 +47,7 @@ import numpy as np  # noqa: E402  pylint: disable=wrong-import-position
 
 from jattn import analysis  # noqa: E402  pylint: disable=wrong-import-position
 from jattn import models  # noqa: E402  pylint: disable=wrong-import-position
+from jattn import parallel  # noqa: E402  pylint: disable=wrong-import-position
 from jattn import tasks  # noqa: E402  pylint: disable=wrong-import-position
 from jattn import train  # noqa: E402  pylint: disable=wrong-import-position
 from jattn.configs import copy as copy_config  # noqa: E402  pylint: disable=wrong-import-position
@@ -136,20 +137,30 @@ def probe(config, num_steps: int) -> dict:
   task = tasks.from_config(config.task)
   fns = train.compiled_functions(config)
   optimizer = train.make_optimizer(dict(config.train))
-  # Committed to the device like the trainer's state (jit's cache keys on it).
-  state = jax.device_put(train.init_state(jax.random.key(0),
-                                          dict(config.model), task, optimizer),
-                         jax.devices()[0])
+  # Placed like the trainer's state and batches (committed to the device,
+  # or sharded over the run's mesh: jit's cache keys on it).
+  mesh = fns["mesh"]
+  state = train.init_state(jax.random.key(0), dict(config.model), task,
+                           optimizer)
+  state = jax.device_put(state, jax.devices()[0] if mesh is None else
+                         parallel.param_shardings(state, mesh))
   key = jax.random.key(1)
+
+  def batch(i):
+    if mesh is None:
+      return fns["batch_fn"](key, i)
+    host = jax.device_get(fns["batch_fn"](key, i))
+    return parallel.shard_batch(host, mesh, process_local=False)
+
   start = time.perf_counter()
-  state, metrics = fns["train_step"](state, fns["batch_fn"](key, 0), key)
+  state, metrics = fns["train_step"](state, batch(0), key)
   jax.block_until_ready((metrics, fns["eval_fn"](state["params"], key)))
   compile_s = time.perf_counter() - start
   times = []
   for i in range(num_steps):
-    batch = jax.block_until_ready(fns["batch_fn"](key, i + 1))
+    batch_i = jax.block_until_ready(batch(i + 1))
     start = time.perf_counter()
-    state, metrics = fns["train_step"](state, batch, key)
+    state, metrics = fns["train_step"](state, batch_i, key)
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - start)
   return {"compile_s": compile_s, "step_s": float(np.median(times)),
