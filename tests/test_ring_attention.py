@@ -184,3 +184,17 @@ def test_unsupported_arguments_raise_naming_them():
         mesh=parallel.make_mesh({"data": 2, "seq": 2, "model": 2}))
   with pytest.raises(ValueError, match="k: expected head width"):
     parallel.ring_attention(q, k[..., :4], v, mesh=mesh)
+
+
+def test_no_keys_means_every_row_is_fully_masked():
+  # As for every other implementation (tests/test_reliability.py): zeros,
+  # with zero gradients, instead of a slice-size error.
+  mesh = parallel.make_mesh({"data": 2, "seq": 4})
+  q = jnp.ones((2, 8, 2, 4))
+  k = jnp.ones((2, 0, 2, 4))
+  out, dq = jax.value_and_grad(lambda q: parallel.ring_attention(
+      q, k, k, mesh=mesh).sum())(q)
+  assert out == 0.0
+  np.testing.assert_array_equal(dq, 0.0)
+  np.testing.assert_array_equal(
+      parallel.ring_dot_product_attention(q[0], k[0], k[0], mesh=mesh), 0.0)

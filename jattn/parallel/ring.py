@@ -311,6 +311,8 @@ def ring_attention_shard(q_LHK, k_MGK, v_MGV, key_mask_M=None, *,
                                    key_valid_len, query_valid_len, block_q,
                                    block_k)
   key_mask_M = _key_padding(key_mask_M, M, "key_mask_M")
+  if M == 0:  # no keys on any shard: every query is fully masked
+    return jnp.zeros((L, H, V), q_LHK.dtype)
   p = _compat.axis_size(axis_name)
   idx = lax.axis_index(axis_name)
   if num_keys is not None:
@@ -440,6 +442,10 @@ def ring_dot_product_attention(q_LHK, k_MGK, v_MGV, mask=None, *, mesh=None,
   key_mask_M = _key_padding(mask, M)
   mesh = resolve_mesh(mesh)
   seq_axis = _axis(mesh, seq_axis, "seq_axis", required=True)
+  if M == 0:
+    # No keys: every query is fully masked, so its output is 0 (with zero
+    # gradients), as for every other implementation.
+    return jnp.zeros((L, H, V), q_LHK.dtype)
   head_axis = _axis(mesh, head_axis, "head_axis", required=False)
   sizes = _mesh_sizes(mesh)
   p = sizes[seq_axis]
