@@ -24,15 +24,17 @@ without knowing the optimizer, e.g. to analyse a trained model.
 
 Integrity: every save also records a SHA-256 checksum of each saved array,
 written to WORKDIR/checkpoints_integrity/STEP.json only after orbax has
-finished writing the step. `restore_verified` restores the newest step whose
+finished writing the step's data (orbax's post-finalization callback, in
+its background thread). `restore_verified` restores the newest step whose
 record exists and whose restored arrays match it, and says in one line for
 each newer step why it was skipped (no record: the save never finished;
 unreadable; checksums differ: the files were changed or damaged). When it
 resumes an older step, the skipped newer ones are moved (not deleted) into
 WORKDIR/checkpoints_skipped/STEP, so that the run can write those steps
-again. It never deletes a checkpoint and never returns an unverified
-state. (Single-process
-runs; with several processes the records are not written.)
+again; when no step passes, all are moved there and the run starts afresh.
+It never deletes a checkpoint and never returns an unverified state.
+(Single-process runs; with several processes the records are not
+written.)
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import hashlib
 import json
 import os
 import pathlib
+import threading
 
 import jax
 import numpy as np
@@ -93,11 +96,17 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=None if read_only else keep, create=not read_only,
         # Leftovers of a save that was killed mid-way.
-        cleanup_tmp_directories=not read_only)
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+        cleanup_tmp_directories=not read_only,
+        # Each step's integrity record is written as soon as orbax has
+        # written its data (in orbax's background thread), so a run killed
+        # between two saves leaves its last step verifiable.
+        async_options=ocp.AsyncOptions(
+            post_finalization_callback=self._write_records))
     self.integrity_dir = self.directory.parent / (self.directory.name +
                                                   "_integrity")
     self._pending = {}  # step -> checksums, written once the step is on disk
+    self._records_lock = threading.Lock()  # _pending: two threads write it
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:
     """The newest completely written step, or None when there is none."""
@@ -121,14 +130,25 @@ class Checkpointer:
     if not force and step % self.save_every:
       return False
     self._write_records()
+    if jax.process_count() == 1:
+      # Before the save starts: its callback may fire before save() returns.
+      record = checksums(state)
+      with self._records_lock:
+        self._pending[step] = record
     saved = self._manager.save(step, args=ocp.args.StandardSave(state),
                                force=True)
-    if saved and jax.process_count() == 1:
-      self._pending[step] = checksums(state)
+    if not saved:
+      with self._records_lock:
+        self._pending.pop(step, None)
     return saved
 
   def _write_records(self) -> None:
-    """Writes the integrity records of the steps orbax has finished."""
+    """Writes the integrity records of the steps orbax has finished
+    (called by orbax after each save's data is written, and by wait())."""
+    with self._records_lock:
+      self._write_finished_records()
+
+  def _write_finished_records(self) -> None:
     if not self._pending:
       return
     on_disk = set(self._manager.all_steps())
@@ -147,7 +167,9 @@ class Checkpointer:
   def restore_verified(self, target, *, log=print):
     """(state, step) of the newest step that restores and matches its
     integrity record, shaped like `target`; newer steps are skipped with one
-    line each through `log`. Raises FileNotFoundError when no step passes."""
+    line each through `log`. When no step passes, every step is moved aside
+    and (target, 0) comes back: the run starts afresh from nothing
+    unverified, and nothing is deleted."""
     skipped = []
     for step in reversed(self.all_steps()):
       reason = None
@@ -172,9 +194,12 @@ class Checkpointer:
       log(f"jattn.checkpoint: skipping step {step} in {self.directory}: "
           f"{reason}")
       skipped.append(step)
-    raise FileNotFoundError(
-        f"no verified checkpoint in {self.directory} (skipped steps "
-        f"{skipped}); move the folder away to start afresh")
+    if skipped:
+      log(f"jattn.checkpoint: no verified step in {self.directory}: "
+          "starting afresh from step 0")
+      if not self.read_only:
+        self._move_aside(skipped, log)
+    return target, 0
 
   @property
   def skipped_dir(self) -> pathlib.Path:

@@ -697,8 +697,9 @@ def _train_and_evaluate(config, workdir, start_time) -> dict:
     if ckpt.all_steps():
       state, start = ckpt.restore_verified(
           state, log=functools.partial(print, flush=True))
-      print(f"jattn.train: resumed from step {start} in {ckpt.directory}",
-            flush=True)
+      if start:
+        print(f"jattn.train: resumed from step {start} in {ckpt.directory}",
+              flush=True)
     last_saved = start or None
     bar = tqdm_auto.tqdm(total=num_steps, initial=min(start, num_steps),
                          desc="train", disable=not _interactive(),

@@ -120,6 +120,10 @@ def test_killed_run_resumes_to_bit_identical_params(x32, tmp_path):
       "the run finished before it could be killed")
   steps_on_disk = _finished_steps(killed / "checkpoints")
   assert steps_on_disk and max(steps_on_disk) < 300
+  # Each step on disk has its integrity record already (a kill between two
+  # saves used to leave the last one unverifiable).
+  for step in steps_on_disk:
+    assert (killed / "checkpoints_integrity" / f"{step}.json").is_file()
 
   # 2. The same command again (here in-process) resumes and finishes; the
   #    checkpoint cadence does not change the result.

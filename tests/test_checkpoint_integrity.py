@@ -77,8 +77,21 @@ def test_a_step_without_record_or_an_empty_step_folder_is_skipped(tmp_path):
              for l in lines), lines
 
 
-def test_no_good_step_is_one_clear_error(tmp_path):
+def test_no_good_step_starts_afresh_and_keeps_the_step_aside(tmp_path):
   directory = _saved(tmp_path, steps=(30,))
   (tmp_path / "checkpoints_integrity" / "30.json").unlink()
-  with pytest.raises(FileNotFoundError, match="no verified checkpoint"):
-    _restore(directory)
+  state, step, lines, steps = _restore(directory)
+  assert step == 0 and steps == [], lines
+  assert any("starting afresh" in l for l in lines), lines
+  np.testing.assert_array_equal(state["params"]["w"], _state(0)["params"]["w"])
+  assert (tmp_path / "checkpoints_skipped" / "30" / "checkpoint").is_dir()
+
+
+def test_the_record_is_written_by_the_save_itself_not_the_next_one(tmp_path):
+  # A run killed between two saves must leave its last step verifiable.
+  directory = tmp_path / "checkpoints"
+  ckpt = checkpoint.Checkpointer(directory, keep=None)
+  ckpt.save(30, _state(30), force=True)
+  ckpt._manager.wait_until_finished()  # pylint: disable=protected-access
+  assert (tmp_path / "checkpoints_integrity" / "30.json").is_file()
+  ckpt.close()
