@@ -42,21 +42,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pathlib
 import threading
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from jattn import _checks
+from jattn import workdir as workdir_lib
 
 CHECKPOINT_DIR = "checkpoints"
 
 
-def checkpoint_dir(workdir) -> pathlib.Path:
-  """WORKDIR/checkpoints, where jattn.train keeps its checkpoints."""
-  return pathlib.Path(os.fspath(workdir)).absolute() / CHECKPOINT_DIR
+def checkpoint_dir(workdir) -> epath.Path:
+  """WORKDIR/checkpoints, where jattn.train keeps its checkpoints (a local
+  path made absolute, or a URI such as gs://bucket/run/checkpoints)."""
+  return workdir_lib.as_path(workdir) / CHECKPOINT_DIR
 
 
 def _abstract(state):
@@ -71,7 +73,8 @@ class Checkpointer:
   """Saves and restores training states under one directory.
 
   Args:
-    directory: the checkpoint folder (created if missing).
+    directory: the checkpoint folder (created if missing): a local path or
+      any URI orbax and etils.epath support (gs://...).
     save_every: `save(step, ...)` writes only when step is a multiple of it
       (or when forced).
     keep: the number of most recent checkpoints kept on disk (older ones are
@@ -85,7 +88,7 @@ class Checkpointer:
     _checks.check_positive_int(save_every, "save_every")
     if keep is not None:
       _checks.check_positive_int(keep, "keep")
-    self.directory = pathlib.Path(os.fspath(directory)).absolute()
+    self.directory = workdir_lib.as_path(directory)
     self.save_every = save_every
     self.read_only = read_only
     if read_only and not self.directory.is_dir():
@@ -156,10 +159,9 @@ class Checkpointer:
     if finished:
       self.integrity_dir.mkdir(parents=True, exist_ok=True)
     for step in finished:
-      path = self.integrity_dir / f"{step}.json"
-      tmp = path.with_suffix(".json.tmp")
-      tmp.write_text(json.dumps(self._pending.pop(step)))
-      os.replace(tmp, path)  # the record appears whole or not at all
+      workdir_lib.write_text_atomic(  # the record appears whole or not at all
+          self.integrity_dir / f"{step}.json",
+          json.dumps(self._pending.pop(step)))
     for stale in self.integrity_dir.glob("*.json") if finished else ():
       if stale.stem.isdigit() and int(stale.stem) not in on_disk:
         stale.unlink()  # its step was deleted (keep=N)
@@ -193,7 +195,7 @@ class Checkpointer:
         return state, step
       log(f"jattn.checkpoint: skipping step {step} in {self.directory}: "
           f"{reason}")
-      skipped.append(step)
+      skipped.append((step, reason))
     if skipped:
       log(f"jattn.checkpoint: no verified step in {self.directory}: "
           "starting afresh from step 0")
@@ -202,26 +204,29 @@ class Checkpointer:
     return target, 0
 
   @property
-  def skipped_dir(self) -> pathlib.Path:
+  def skipped_dir(self) -> epath.Path:
     """WORKDIR/checkpoints_skipped: where steps that failed verification
     are moved when an older good step is resumed."""
     return self.directory.parent / (self.directory.name + "_skipped")
 
-  def _move_aside(self, steps, log) -> None:
-    """Moves the folders (and records) of `steps` into `skipped_dir`, so
-    that the resumed run can save those steps again; nothing is deleted."""
+  def _move_aside(self, skipped, log) -> None:
+    """Moves the folders (and records) of the skipped (step, reason) pairs
+    into `skipped_dir`, with the reason in reason.txt, so that the resumed
+    run can save those steps again; nothing is deleted."""
     self._manager.wait_until_finished()
-    for step in steps:
+    for step, reason in skipped:
       target = self.skipped_dir / str(step)
       suffix = 1
       while target.exists():
         target = self.skipped_dir / f"{step}.{suffix}"
         suffix += 1
       target.mkdir(parents=True)
-      os.replace(self.directory / str(step), target / "checkpoint")
+      # (Also makes the folder exist on object stores, which have none.)
+      (target / "reason.txt").write_text(reason + "\n")
+      (self.directory / str(step)).rename(target / "checkpoint")
       record = self.integrity_dir / f"{step}.json"
       if record.is_file():
-        os.replace(record, target / "integrity.json")
+        record.rename(target / "integrity.json")
       log(f"jattn.checkpoint: moved step {step} to {target} (it will be "
           "written again)")
     self._manager.reload()

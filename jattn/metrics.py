@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import pathlib
 
 import numpy as np
 
 from jattn import tensorboard as tensorboard_lib
+from jattn import workdir as workdir_lib
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -47,7 +46,8 @@ class MetricWriter:
   """Appends metrics to WORKDIR/metrics.jsonl (and TensorBoard if present).
 
   Args:
-    workdir: the run's folder (created if missing).
+    workdir: the run's folder (created if missing), local or a URI such as
+      gs://bucket/run (`jattn.workdir`).
     tensorboard: write TensorBoard logs when tensorboardX is importable.
     enabled: False makes `write` return the record without writing anything
       (processes other than the first of a multi-host run).
@@ -55,28 +55,28 @@ class MetricWriter:
 
   def __init__(self, workdir, *, tensorboard: bool = True,
                enabled: bool = True):
-    self.workdir = pathlib.Path(os.fspath(workdir))
+    self.workdir = workdir_lib.as_path(workdir)
     self.path = self.workdir / METRICS_FILE
     self._file = None
     self._tb = None
     if not enabled:
       return
     self.workdir.mkdir(parents=True, exist_ok=True)
-    self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+    self._file = workdir_lib.LineLog(self.path)
     if tensorboard:
       try:
         self._tb = tensorboard_lib.TensorBoardWriter(
             self.workdir / "tensorboard")
-      except ImportError:
-        pass
+      except ImportError as err:
+        if workdir_lib.is_remote(self.workdir):  # installed, cannot write there
+          print(f"jattn.metrics: no TensorBoard logs: {err}", flush=True)
 
   def write(self, metrics: dict) -> dict:
     """Appends one object; returns it as written (plain Python values)."""
     record = _plain(dict(metrics))
     if self._file is None:
       return record
-    self._file.write(json.dumps(record, sort_keys=False) + "\n")
-    self._file.flush()
+    self._file.append(json.dumps(record, sort_keys=False))
     if self._tb is not None:
       self._tb.write(record)
     return record
@@ -102,6 +102,8 @@ class MetricWriter:
 
 def read_metrics(workdir) -> list[dict]:
   """The objects written to WORKDIR/metrics.jsonl, in order."""
-  path = pathlib.Path(os.fspath(workdir)) / METRICS_FILE
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
+  path = workdir_lib.as_path(workdir) / METRICS_FILE
+  if not path.is_file():
+    raise FileNotFoundError(f"no {METRICS_FILE} in {path.parent}")
+  return [json.loads(line) for line in path.read_text().splitlines()
+          if line.strip()]

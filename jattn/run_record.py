@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
-import pathlib
 import platform
 import sys
 
 import jax
+from etils import epath
+
+from jattn import workdir as workdir_lib
 
 RECORD_NAME = "config.json"
 # Fields that may change when a run is resumed (dotted paths in the config).
@@ -83,8 +84,9 @@ def differences(stored: dict, new: dict) -> list[str]:
                 if a.get(name) != b.get(name) and name not in RESUMABLE_FIELDS)
 
 
-def path(workdir) -> pathlib.Path:
-  return pathlib.Path(os.fspath(workdir)) / RECORD_NAME
+def path(workdir) -> epath.Path:
+  """WORKDIR/config.json (local or remote, `jattn.workdir`)."""
+  return workdir_lib.as_path(workdir) / RECORD_NAME
 
 
 def read(workdir) -> dict | None:
@@ -125,7 +127,5 @@ def check_or_write(workdir, config, *, argv=None) -> dict:
   if jax.process_index() == 0:
     target = path(workdir)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, target)
+    workdir_lib.write_text_atomic(target, json.dumps(record, indent=1) + "\n")
   return record

@@ -61,11 +61,28 @@ def flat_hparams(config) -> dict:
 
 
 class TensorBoardWriter:
-  """Event files under `logdir`; raises ImportError without tensorboardX."""
+  """Event files under `logdir` (local, or gs:// / s3:// when tensorboardX
+  can write there); raises ImportError without tensorboardX, or for a
+  remote logdir whose scheme tensorboardX has no writer for (gs:// needs
+  google-cloud-storage, s3:// boto3)."""
 
   def __init__(self, logdir):
     import tensorboardX  # noqa: PLC0415  (optional dependency)
+    from tensorboardX import record_writer  # noqa: PLC0415
     self.logdir = os.fspath(logdir)
+    scheme = self.logdir.split("://")[0] if "://" in self.logdir else None
+    needs = {"gs": ("GCS_ENABLED", "google-cloud-storage"),
+             "s3": ("S3_ENABLED", "boto3")}
+    if scheme in needs and not getattr(record_writer, needs[scheme][0], True):
+      raise ImportError(f"logdir: {scheme}:// TensorBoard logs need "
+                        f"{needs[scheme][1]} (pip install {needs[scheme][1]}),"
+                        f" got {self.logdir!r}")
+    if scheme and scheme not in record_writer.REGISTERED_FACTORIES:
+      # (Otherwise tensorboardX makes a local folder named "gs:".)
+      raise ImportError(
+          f"logdir: expected a scheme tensorboardX can write "
+          f"({sorted(record_writer.REGISTERED_FACTORIES) or 'none installed'}),"
+          f" got {self.logdir!r}")
     self._writer = tensorboardX.SummaryWriter(self.logdir)
 
   def write(self, record: dict) -> None:

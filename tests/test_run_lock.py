@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from etils import epath
 
 from jattn import run_lock
 
@@ -43,7 +44,7 @@ def test_a_read_only_workdir_fails_fast_naming_the_path(tmp_path,
   def refuse(self, data):
     raise PermissionError(13, "Read-only file system", str(self))
 
-  monkeypatch.setattr(run_lock.pathlib.Path, "write_bytes", refuse)
+  monkeypatch.setattr(type(epath.Path(tmp_path)), "write_bytes", refuse)
   with pytest.raises(run_lock.WorkdirNotWritable) as info:
     run_lock.check_writable(tmp_path)
   assert str(tmp_path) in str(info.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 
@@ -38,8 +39,15 @@ def pyplot(*, force_agg: bool = False):
 
 
 def save(fig, path) -> str:
-  """Writes `fig` to `path` (PNG by its suffix), closes it, returns the path."""
+  """Writes `fig` to `path` (PNG by its suffix; a local path or a URI such
+  as gs://..., `jattn.workdir`), closes it, returns the path."""
+  from jattn import workdir as workdir_lib  # noqa: PLC0415
   path = os.fspath(path)
-  fig.savefig(path, dpi=120)
+  if workdir_lib.is_remote(path):
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=120, format=path.rsplit(".", 1)[-1])
+    workdir_lib.as_path(path).write_bytes(buffer.getvalue())
+  else:
+    fig.savefig(path, dpi=120)
   pyplot().close(fig)
   return path

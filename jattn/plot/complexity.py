@@ -21,12 +21,11 @@ path_length_vs_n.png and, when the results have subquadratic, subquadratic_vs_n.
 from __future__ import annotations
 
 import json
-import os
-import pathlib
 from collections.abc import Mapping
 
 import numpy as np
 
+from jattn import workdir as workdir_lib
 from jattn.plot import _mpl
 
 COMPLEXITY_FILE = "complexity.json"
@@ -34,7 +33,7 @@ COMPLEXITY_FILE = "complexity.json"
 
 def load_results(path) -> dict:
   """The results dict of a complexity.json (or of the folder holding it)."""
-  path = pathlib.Path(os.fspath(path))
+  path = workdir_lib.as_path(path)
   if path.is_dir():
     path = path / COMPLEXITY_FILE
   return json.loads(path.read_text())
@@ -164,7 +163,7 @@ def write_complexity_plots(results, out) -> list[str]:
   """
   if not isinstance(results, Mapping):
     results = load_results(results)
-  out = pathlib.Path(os.fspath(out))
+  out = workdir_lib.as_path(out)
   out.mkdir(parents=True, exist_ok=True)
   figures = [("flops_vs_n.png", plot_flops_vs_n),
              ("time_vs_n.png", plot_time_vs_n),

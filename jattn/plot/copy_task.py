@@ -18,12 +18,11 @@ results have them, accuracy_vs_symbols.png and gradient_vs_position.png.
 from __future__ import annotations
 
 import json
-import os
-import pathlib
 from collections.abc import Mapping
 
 import numpy as np
 
+from jattn import workdir as workdir_lib
 from jattn.plot import _mpl
 
 COPY_FILE = "copy.json"
@@ -32,7 +31,7 @@ CHANCE = 1 / 8  # alphabet of 8 symbols
 
 def load_copy_results(path) -> dict:
   """The results dict of a copy.json (or of the folder holding it)."""
-  path = pathlib.Path(os.fspath(path))
+  path = workdir_lib.as_path(path)
   if path.is_dir():
     path = path / COPY_FILE
   return json.loads(path.read_text())
@@ -100,7 +99,7 @@ def write_copy_plots(results, out) -> list[str]:
   """
   if not isinstance(results, Mapping):
     results = load_copy_results(results)
-  out = pathlib.Path(os.fspath(out))
+  out = workdir_lib.as_path(out)
   out.mkdir(parents=True, exist_ok=True)
   figures = [("accuracy_vs_delay.png", plot_accuracy_vs_delay)]
   if results.get("symbols"):

@@ -11,10 +11,9 @@ budget: accuracy_vs_delay_steps.png and accuracy_vs_delay_wall.png.
 from __future__ import annotations
 
 import json
-import os
-import pathlib
 from collections.abc import Mapping
 
+from jattn import workdir as workdir_lib
 from jattn.plot import _mpl
 
 SWEEP_FILE = "sweep.json"
@@ -24,7 +23,7 @@ _MARKERS = "osD^v<>ph"
 
 def load_sweep_results(path) -> dict:
   """The results dict of a sweep.json (or of the folder holding it)."""
-  path = pathlib.Path(os.fspath(path))
+  path = workdir_lib.as_path(path)
   if path.is_dir():
     path = path / SWEEP_FILE
   return json.loads(path.read_text())
@@ -86,7 +85,7 @@ def write_sweep_plots(results, out) -> list[str]:
   """
   if not isinstance(results, Mapping):
     results = load_sweep_results(results)
-  out = pathlib.Path(os.fspath(out))
+  out = workdir_lib.as_path(out)
   out.mkdir(parents=True, exist_ok=True)
   return [_mpl.save(plot_sweep_accuracy(results, mode),
                     out / f"accuracy_vs_delay_{mode}.png")

@@ -17,13 +17,13 @@
 from __future__ import annotations
 
 import os
-import pathlib
 
 import ml_collections
 
 from jattn import checkpoint as checkpoint_lib
 from jattn import metrics as metrics_lib
 from jattn import run_record
+from jattn import workdir as workdir_lib
 from jattn.plot import _mpl
 from jattn.plot import complexity
 from jattn.plot import copy_task
@@ -45,7 +45,7 @@ def run_label(workdir, config) -> str:
   """'attention, copy task, delay 100' from the config (the folder's name
   when there is none)."""
   if config is None:
-    return pathlib.Path(os.fspath(workdir)).name
+    return workdir_lib.as_path(workdir).name
   task = config.get("task", {})
   parts = [str(config.get("model", {}).get("kind", "?")),
            f"{task.get('name', task.get('variant', 'copy'))} task"]
@@ -71,8 +71,8 @@ def write_plots(workdir, *, out=None, config=None, seed: int = 0,
   Raises:
     FileNotFoundError: `workdir` holds nothing to plot.
   """
-  workdir = pathlib.Path(os.fspath(workdir))
-  out = workdir if out is None else pathlib.Path(os.fspath(out))
+  workdir = workdir_lib.as_path(workdir)
+  out = workdir if out is None else workdir_lib.as_path(out)
   has_metrics = (workdir / metrics_lib.METRICS_FILE).is_file()
   has_checkpoints = checkpoint_lib.checkpoint_dir(workdir).is_dir()
   has_complexity = (workdir / complexity.COMPLEXITY_FILE).is_file()
