@@ -341,16 +341,22 @@ def _split_stats(stats_or_lse, ndim: int):
 # plain products.
 
 
-def _logits_t(plan, q_i, kT_j, bias, mask, key_len, i, j, acc, apply_mask):
+def _logits_t(plan, q_i, kT_j, bias, mask, key_len, i, j, acc, apply_mask,
+              scale=None):
   """Transposed logits (G, bk, bq, R) of tile (i, j), -inf where masked.
 
   The product is the forward's own (`_logits`), transposed after: a
   differently ordered product rounds differently, and at logits of 1e4 in
   float32 that rounding (about 1e-3) would make every recomputed weight
-  disagree with the forward's normaliser by as much."""
+  disagree with the forward's normaliser by as much. `scale`: None (q is
+  pre-scaled), or the scale the float32 product is multiplied by (as a
+  kernel that takes unscaled q does, `Engine.scales_logits`)."""
   bq, bk = plan.block_q, plan.block_k
-  s_t = jnp.einsum("gqrk,gkc->gqrc", q_i, kT_j, precision=plan.precision,
-                   preferred_element_type=acc).transpose(0, 3, 1, 2)
+  s = jnp.einsum("gqrk,gkc->gqrc", q_i, kT_j, precision=plan.precision,
+                 preferred_element_type=acc)
+  if scale is not None:
+    s = s * scale
+  s_t = s.transpose(0, 3, 1, 2)
   if bias is not None:
     s_t = s_t + tile(plan, bias, i, j).transpose(0, 3, 1, 2).astype(acc)
   if apply_mask:
@@ -388,11 +394,20 @@ def _add_tile(plan: Plan, x, t, i, j):
   return lax.dynamic_update_slice(x, current + t.astype(x.dtype), starts)
 
 
-def backward(plan: Plan, res, d_out):
+def backward(plan: Plan, res, d_out, scale=None):
   """Cotangents of (q, kT, v, bias, mask, key_len), recomputing each tile.
 
   res ends with `forward`'s stats (or with a (G, Lp, R) log-sum-exp, as
-  ring attention passes it)."""
+  ring attention passes it and the Pallas forward saves it).
+
+  scale: None when q is the pre-scaled queries (this module's `core`, ring
+  attention). Else the logit scale, a float32 (or wider) scalar, for a core
+  that takes unscaled q (`Engine.scales_logits`): the logits are recomputed
+  as (q . k) * scale in float32, like that core's forward; dq = scale *
+  (ds . k) and dk = scale * (ds^T . q) are scaled in float32 before they are
+  cast to the inputs' dtype (ds . k alone can be past float16's range where
+  dq is not), and a seventh cotangent, the scale's, sum(ds * q . k), is
+  returned after the six."""
   q, kT, v, bias, mask, key_len, out, stats = res
   row_max, log_l = _split_stats(stats, q.ndim - 1)
   G, Lp, R, K = q.shape
@@ -426,7 +441,7 @@ def backward(plan: Plan, res, d_out):
       def step(partial, apply_mask):
         dk_j, dv_j = partial
         s_t = _logits_t(plan, q_i, kT_j, bias, mask, key_len, i, j, acc,
-                        apply_mask)
+                        apply_mask, scale)
         p_t = jnp.exp((s_t - m_i) - log_l_i)              # (G, bk, bq, R)
         dv_j = dv_j + jnp.einsum("gcqr,gqrv->gcv", p_t.astype(do_i.dtype),
                                  do_i, precision=plan.precision,
@@ -465,10 +480,16 @@ def backward(plan: Plan, res, d_out):
           jnp.zeros((G, Mp, V), acc),
           None if bias is None else jnp.zeros(bias.shape, acc))
   dqT, dk, dv, dbias = lax.fori_loop(0, plan.num_key_blocks, key_block, init)
+  d_scale = None
+  if scale is not None:
+    # s = scale (q . k): d scale = sum_ij ds_ij (q_i . k_j) = sum q * (ds . k).
+    d_scale = jnp.sum(dqT * qT.astype(acc)).astype(jnp.result_type(scale))
+    dqT, dk = dqT * scale, dk * scale      # in float32, before the casts
   dq = dqT.transpose(0, 2, 3, 1).astype(q.dtype)
   dkT = dk.transpose(0, 2, 1).astype(kT.dtype)
   dbias = None if bias is None else dbias.astype(bias.dtype)
-  return dq, dkT, dv.astype(v.dtype), dbias, None, None
+  grads = (dq, dkT, dv.astype(v.dtype), dbias, None, None)
+  return grads if scale is None else grads + (d_scale,)
 
 
 def _head(x, g):
@@ -610,10 +631,19 @@ class Engine(NamedTuple):
     make_plan: `make_plan`-like (L, M, *, block_q, block_k, causal, window,
       precision) -> Plan.
     core: `core`-like (plan, q, kT, v, bias, mask, key_len) -> (out, lse),
-      differentiable in q, kT, v and bias.
+      differentiable in q, kT, v and bias; with `scales_logits`, (plan, q,
+      kT, v, bias, mask, key_len, scale), differentiable in scale too.
+    scales_logits: False: `attend` passes q multiplied by the scale in
+      float32 (`core`: its float32 logits are then as accurate as dense
+      attention's). True: it passes the unscaled q in the inputs' dtype and
+      the scale as a float32 (or wider) scalar, and the core multiplies its
+      float32 logits by it (a kernel whose dots take operands of the inputs'
+      dtype, `jattn.attention.pallas`: a q * scale rounded to bfloat16 or
+      float16 would cost dense accuracy, and dq could overflow float16).
   """
   make_plan: Callable[..., Plan]
   core: Callable[..., Any]
+  scales_logits: bool = False
 
 
 ENGINE = Engine(make_plan, core)
@@ -623,8 +653,7 @@ def attend(q_LHK, k_MGK, v_MGV, *, mask=None, bias=None, scale,
            causal: bool = False, window=None, key_valid_len=None,
            query_valid_len=None, block_q: int | None = None,
            block_k: int | None = None, precision=None,
-           engine: Engine | None = None,
-           scale_in_input_dtype: bool = False):
+           engine: Engine | None = None):
   """Blockwise attention on validated multi-head inputs.
 
   Args:
@@ -639,10 +668,8 @@ def attend(q_LHK, k_MGK, v_MGV, *, mask=None, bias=None, scale,
     block_q, block_k: tile sizes (default: the engine's).
     precision: matmul precision.
     engine: the tile engine (default `ENGINE`, pure JAX); the Pallas
-      implementation passes its own.
-    scale_in_input_dtype: round the scaled queries back to the input dtype
-      (as low-precision kernels need) instead of keeping them in float32.
-      Kept in float32 (the default), the logits are as accurate as dense
+      implementation passes its own. Either way the logits are scale * q . k
+      formed in float32 (see `Engine.scales_logits`): as accurate as dense
       attention's on bf16/f16 inputs, and dq cannot overflow float16 on its
       way back through a small scale.
 
@@ -664,11 +691,13 @@ def attend(q_LHK, k_MGK, v_MGV, *, mask=None, bias=None, scale,
   q_LHK, k_MGK, v_MGV = masks_lib.zero_unattended(
       q_LHK, k_MGK, v_MGV, mask, key_valid_len=key_valid_len,
       query_valid_len=query_valid_len)
-  # Folding the scale into q costs O(L K) instead of O(L M) per call; the
-  # scaled q stays in float32 (rounding it to bf16 costs dense accuracy).
-  q_LHK = q_LHK.astype(acc) * jnp.asarray(scale, acc)
-  if scale_in_input_dtype:
-    q_LHK = q_LHK.astype(dtype)
+  scale = jnp.asarray(scale, acc)
+  if engine.scales_logits:
+    q_LHK = q_LHK.astype(dtype)   # the core scales its float32 logits
+  else:
+    # Folding the scale into q costs O(L K) instead of O(L M) per call; the
+    # scaled q stays in float32 (rounding it to bf16 costs dense accuracy).
+    q_LHK = q_LHK.astype(acc) * scale
   v_MGV = v_MGV.astype(jnp.promote_types(v_MGV.dtype, dtype))
 
   Lp, Mp = plan.padded_queries, plan.padded_keys
@@ -683,7 +712,8 @@ def attend(q_LHK, k_MGK, v_MGV, *, mask=None, bias=None, scale,
   if key_valid_len is not None:
     key_len = jnp.asarray(key_valid_len).astype(jnp.int32).reshape(-1)
     key_len = jnp.pad(jnp.broadcast_to(key_len, (L,)), (0, Lp - L))
-  out, _ = engine.core(plan, q, kT, v, bias, mask, key_len)
+  scale_args = (scale,) if engine.scales_logits else ()
+  out, _ = engine.core(plan, q, kT, v, bias, mask, key_len, *scale_args)
   out_LHV = out[:, :L].transpose(1, 0, 2, 3).reshape(L, H, V)
   if query_valid_len is not None:
     keep_L = jnp.arange(L) < jnp.asarray(query_valid_len)

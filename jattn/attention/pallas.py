@@ -8,12 +8,31 @@ online softmax state (row max, row sum, output accumulator; rows as
 log-sum-exp. The dots run at the call's `precision` (None: the backend's
 default, which is TF32 for float32 on NVIDIA Ampere and newer).
 
+Numerics (as accurate as dense attention on the same bf16/f16 inputs): the
+kernel takes the UNSCALED queries in the inputs' dtype and multiplies each
+float32 logits tile q . k by the scale (as jax's own Pallas
+`flash_attention` applies `sm_scale`, and as dense attention scales its
+float32 logits). The scale reaches the kernel as an (Lp, 1) float32 column,
+so it may be traced (a learned temperature). A q * scale rounded to
+bfloat16/float16 before the kernel makes the logits, out and the gradients
+5 to 25x less accurate than dense at large logits with a scale that is not
+a power of two. The output is written in
+float32 and kept so as the backward's residual (cast to the inputs' dtype
+outside the kernel): delta = dO . O from an output rounded to bf16/f16 cost
+dq and dk 2 to 3x dense accuracy.
+
 The backward pass is NOT a Pallas kernel: the `jax.custom_vjp` here reuses the
-pure-JAX blockwise backward (`jattn.attention.blockwise.backward`), which
-recomputes tiles from the same residuals (q, k, v, out, lse), so memory stays
-O(L + M). Lowered for CPU it runs on float32 copies of bfloat16/float16
-residuals (some of its batched bf16 x bf16 -> f32 tile matmuls are dots
-XLA:CPU cannot run); elsewhere in the inputs' dtype.
+pure-JAX blockwise backward (`jattn.attention.blockwise.backward` with
+`scale`), which recomputes tiles from the same residuals (q, k, v, out, lse
+and the scale), so memory stays O(L + M). It recomputes each logits tile as
+the forward does, (q . k) * scale in float32, and forms dq = scale (ds . k)
+and dk = scale (ds^T . q) in float32 before casting them: in float16,
+ds . k alone can be past 65504 where dq is not (q = 1000, scale 1e-3:
+dq = 800 was inf). It also returns the scale's cotangent. Lowered for CPU
+it runs on float32 copies of bfloat16/float16 residuals (some of its
+batched bf16 x bf16 -> f32 tile matmuls are dots XLA:CPU cannot run);
+elsewhere in the inputs' dtype (the float32 output and its cotangent make
+two of its five tile matmuls float32 ones).
 
 Supported: causal and local-window structure, key lengths (`key_valid_len`,
 scalar or per query), L and M of any size (padded to power-of-two tiles),
@@ -129,12 +148,15 @@ def _key_block_range(plan: blockwise.Plan, i):
   return lo, jnp.where(last_col < first_col, lo, hi)
 
 
-def _kernel(q_ref, k_ref, v_ref, *refs, plan: blockwise.Plan, has_len: bool,
-            k_transposed: bool, dot_dtype, precision):
+def _kernel(q_ref, k_ref, v_ref, scale_ref, *refs, plan: blockwise.Plan,
+            has_len: bool, k_transposed: bool, dot_dtype, precision):
   """One (head, query block): online softmax over the allowed key blocks.
 
-  Refs (per program): q (bq, K); k (K, Mk) if `k_transposed` else (Mk, K);
-  v (Mk, V); [key lengths (bq, 1) int32]; out (bq, V); lse (bq, 1).
+  Refs (per program): q (bq, K), unscaled, in the inputs' dtype; k (K, Mk)
+  if `k_transposed` else (Mk, K); v (Mk, V); the logit scale (bq, 1) in the
+  accumulation dtype (float32 or wider), every row the same; [key lengths
+  (bq, 1) int32]; out (bq, V) and lse (bq, 1), both in the accumulation
+  dtype. Each logits tile is the float32 product q . k times the scale.
   `dot_dtype`: None, or the float dtype both operands of every dot are cast
   to first (interpret mode). `precision`: the dots' precision.
   """
@@ -151,6 +173,7 @@ def _kernel(q_ref, k_ref, v_ref, *refs, plan: blockwise.Plan, has_len: bool,
   neg_inf, zero, one, pos_inf = (acc.type(c)
                                  for c in (-jnp.inf, 0, 1, jnp.inf))
   len_Q1 = None if len_ref is None else len_ref[...]
+  scale_Q1 = scale_ref[...]
   cast = (lambda x: x) if dot_dtype is None else (lambda x: x.astype(dot_dtype))
   q_QK = cast(q_QK)
 
@@ -165,6 +188,9 @@ def _kernel(q_ref, k_ref, v_ref, *refs, plan: blockwise.Plan, has_len: bool,
       s_QC = lax.dot_general(q_QK, cast(k_ref[pl.ds(start, bk), :]),
                              (((1,), (1,)), ((), ())), precision=precision,
                              preferred_element_type=acc)
+    # Scaled here, in float32, as dense attention scales its logits: a
+    # q * scale rounded to bf16/f16 first loses up to 10x dense accuracy.
+    s_QC = s_QC * scale_Q1
     rows_QC = i * bq + lax.broadcasted_iota(jnp.int32, (bq, bk), 0)
     cols_QC = j * bk + lax.broadcasted_iota(jnp.int32, (bq, bk), 1)
     valid_QC = blockwise.structural_valid(plan, rows_QC, cols_QC, len_Q1)
@@ -192,15 +218,22 @@ def _kernel(q_ref, k_ref, v_ref, *refs, plan: blockwise.Plan, has_len: bool,
                            pos_inf).astype(lse_ref.dtype)
 
 
-def _pallas_forward(plan: blockwise.Plan, R: int, q_NLK, k, v_GMV, len_L1, *,
-                    k_transposed: bool, dot_dtype=None, precision=None,
-                    **call_kwargs):
-  """out (N, Lp, V) and lse (N, Lp, 1) from one `pl.pallas_call`.
+def _pallas_forward(plan: blockwise.Plan, R: int, q_NLK, k, v_GMV, scale_L1,
+                    len_L1, *, k_transposed: bool, dot_dtype=None,
+                    precision=None, **call_kwargs):
+  """out (N, Lp, V) and lse (N, Lp, 1), float32 (or wider), from one
+  `pl.pallas_call`.
 
-  q_NLK (N, Lp, K) with N = G R query heads in (g, r) order; k (G, K, Mk) if
-  `k_transposed` else (G, Mk, K); v_GMV (G, Mk, V); len_L1 None or (Lp, 1)
-  int32. Mk >= plan.padded_keys (keys past it are never read).
+  q_NLK (N, Lp, K), unscaled, with N = G R query heads in (g, r) order;
+  k (G, K, Mk) if `k_transposed` else (G, Mk, K); v_GMV (G, Mk, V);
+  scale_L1 (Lp, 1) float32, the logit scale in every row; len_L1 None or
+  (Lp, 1) int32. Mk >= plan.padded_keys (keys past it are never read).
   call_kwargs: `interpret` / `compiler_params` for `pl.pallas_call`.
+
+  The scale travels as a column like the key lengths' (block (block_q, 1),
+  within the TPU rule on the last two block dims, also under `jax.vmap`):
+  it may be a traced value (a learned temperature), which a kernel constant
+  could not be.
   """
   N, Lp, K = q_NLK.shape
   Mk, V = v_GMV.shape[1], v_GMV.shape[2]
@@ -213,8 +246,9 @@ def _pallas_forward(plan: blockwise.Plan, R: int, q_NLK, k, v_GMV, len_L1, *,
       pl.BlockSpec((None, bq, K), lambda n, i: (n, i, 0)),
       pl.BlockSpec(k_block, kv_head),
       pl.BlockSpec((None, Mk, V), kv_head),
+      pl.BlockSpec((bq, 1), lambda n, i: (i, 0)),
   ]
-  args = [q_NLK, k, v_GMV]
+  args = [q_NLK, k, v_GMV, scale_L1]
   if has_len:
     in_specs.append(pl.BlockSpec((bq, 1), lambda n, i: (i, 0)))
     args.append(len_L1)
@@ -223,7 +257,7 @@ def _pallas_forward(plan: blockwise.Plan, R: int, q_NLK, k, v_GMV, len_L1, *,
       dot_dtype=dot_dtype, precision=precision)
   return pl.pallas_call(
       kernel,
-      out_shape=(jax.ShapeDtypeStruct((N, Lp, V), q_NLK.dtype),
+      out_shape=(jax.ShapeDtypeStruct((N, Lp, V), acc),
                  jax.ShapeDtypeStruct((N, Lp, 1), acc)),
       grid=(N, plan.num_query_blocks),
       in_specs=in_specs,
@@ -250,7 +284,8 @@ def _interpret_params(dtype):
   return dict(interpret=True, dot_dtype=jnp.float32 if narrow else None)
 
 
-def _triton_forward(plan, R, emulate, q_NLK, kT_GKM, v_GMV, len_L1):
+def _triton_forward(plan, R, emulate, q_NLK, kT_GKM, v_GMV, scale_L1,
+                    len_L1):
   """GPU: the Triton kernel on head widths padded to powers of two.
 
   emulate: run the same padded layout in interpret mode (tests on CPU).
@@ -265,7 +300,7 @@ def _triton_forward(plan, R, emulate, q_NLK, kT_GKM, v_GMV, len_L1):
         num_stages=_TRITON_NUM_STAGES))
   out_NLV, lse_NL1 = _pallas_forward(
       plan, R, _pad_axis(q_NLK, 2, Kp), _pad_axis(kT_GKM, 1, Kp),
-      _pad_axis(v_GMV, 2, Vp), len_L1, k_transposed=True,
+      _pad_axis(v_GMV, 2, Vp), scale_L1, len_L1, k_transposed=True,
       precision=plan.precision, **call)
   return out_NLV[..., :V], lse_NL1
 
@@ -287,7 +322,8 @@ def _tpu_precision(precision):
   return lax.Precision.HIGHEST if best == lax.Precision.HIGH else best
 
 
-def _mosaic_forward(plan, R, emulate, q_NLK, kT_GKM, v_GMV, len_L1):
+def _mosaic_forward(plan, R, emulate, q_NLK, kT_GKM, v_GMV, scale_L1,
+                    len_L1):
   """TPU: the Mosaic kernel with >= 128-wide key tiles, keys as (M, K).
 
   emulate: run the same layout and tiles in interpret mode (tests on CPU).
@@ -302,22 +338,24 @@ def _mosaic_forward(plan, R, emulate, q_NLK, kT_GKM, v_GMV, len_L1):
     call = dict(compiler_params=pltpu.CompilerParams(
         dimension_semantics=("parallel", "arbitrary")))
   return _pallas_forward(
-      tpu_plan, R, q_NLK, k_GMK, _pad_axis(v_GMV, 1, Mk), len_L1,
+      tpu_plan, R, q_NLK, k_GMK, _pad_axis(v_GMV, 1, Mk), scale_L1, len_L1,
       k_transposed=False, precision=_tpu_precision(plan.precision), **call)
 
 
-def _interpret_forward(plan, R, q_NLK, kT_GKM, v_GMV, len_L1):
+def _interpret_forward(plan, R, q_NLK, kT_GKM, v_GMV, scale_L1, len_L1):
   """Other platforms (CPU): the kernel in Pallas interpret mode."""
-  return _pallas_forward(plan, R, q_NLK, kT_GKM, v_GMV, len_L1,
+  return _pallas_forward(plan, R, q_NLK, kT_GKM, v_GMV, scale_L1, len_L1,
                          k_transposed=True, precision=plan.precision,
                          **_interpret_params(q_NLK.dtype))
 
 
-def forward(plan: blockwise.Plan, q, kT, v, bias, mask, key_len, *,
+def forward(plan: blockwise.Plan, q, kT, v, bias, mask, key_len, scale, *,
             emulate: str | None = None):
-  """`blockwise.forward` computed by the Pallas kernel (same layouts):
-  q (G, Lp, R, K), kT (G, K, Mp), v (G, Mp, V), key_len None or (Lp,) ->
-  out (G, Lp, R, V), lse (G, Lp, R).
+  """`blockwise.forward` computed by the Pallas kernel (same layouts, but q
+  unscaled): q (G, Lp, R, K) and kT (G, K, Mp) in the inputs' dtype,
+  v (G, Mp, V), key_len None or (Lp,), scale a float32 (or wider) scalar ->
+  out (G, Lp, R, V) and lse (G, Lp, R) of the logits scale * q . k, both
+  float32 (or wider: the softmax dtype of q's).
 
   The kernel is the lowering platform's (`lax.platform_dependent`); with
   `emulate` = "cuda" or "tpu" it is that platform's layout and tiles run in
@@ -334,7 +372,9 @@ def forward(plan: blockwise.Plan, q, kT, v, bias, mask, key_len, *,
   q_NLK = q.transpose(0, 2, 1, 3).reshape(G * R, Lp, K)
   len_L1 = None if key_len is None else key_len.astype(jnp.int32).reshape(
       Lp, 1)
-  args = (q_NLK, kT, v, len_L1)
+  acc = softmax_lib.softmax_dtype(q.dtype)
+  scale_L1 = jnp.broadcast_to(jnp.asarray(scale, acc), (Lp, 1))
+  args = (q_NLK, kT, v, scale_L1, len_L1)
   if emulate is None:
     triton = functools.partial(_triton_forward, plan, R, False)
     out_NLV, lse_NL1 = lax.platform_dependent(
@@ -356,34 +396,44 @@ def _widen(x):
   return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
-def _backward_in_float32(plan: blockwise.Plan, res, d_out):
-  """`blockwise.backward` on float32 copies of narrow-float residuals, the
+def _backward(plan: blockwise.Plan, res, scale, d_out):
+  """`blockwise.backward` of the kernel's logits scale * q . k: cotangents
+  of (q, kT, v, bias, mask, key_len, scale)."""
+  return blockwise.backward(plan, res, d_out, scale=scale)
+
+
+def _backward_in_float32(plan: blockwise.Plan, res, scale, d_out):
+  """`_backward` on float32 copies of narrow-float residuals, the
   cotangents cast back: on CPU. The tile matmuls of this (non-sequential)
   plan, bf16 x bf16 -> f32 with batch dimensions, can be ones XLA:CPU's dot
-  cannot run ("Unsupported element type for DotThunk")."""
-  grads = blockwise.backward(plan, tuple(_widen(x) for x in res),
-                             _widen(d_out))
+  cannot run ("Unsupported element type for DotThunk"). The copies are
+  exact, and dq, dk are scaled in float32 before either cast."""
+  grads = _backward(plan, tuple(_widen(x) for x in res), scale, _widen(d_out))
   return tuple(None if g is None else g.astype(x.dtype)
-               for g, x in zip(grads, res[:6]))
+               for g, x in zip(grads, res[:6] + (scale,)))
 
 
 def _make_core(emulate: str | None):
   """The custom-VJP core for `forward(..., emulate=emulate)`."""
 
   @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-  def pallas_core(plan: blockwise.Plan, q, kT, v, bias, mask, key_len):
-    """`blockwise.core` with the Pallas forward (backward: blockwise)."""
-    return forward(plan, q, kT, v, bias, mask, key_len, emulate=emulate)
+  def pallas_core(plan: blockwise.Plan, q, kT, v, bias, mask, key_len, scale):
+    """`blockwise.core` with the Pallas forward (backward: blockwise), on
+    unscaled q and the scale (`blockwise.Engine.scales_logits`)."""
+    return forward(plan, q, kT, v, bias, mask, key_len, scale,
+                   emulate=emulate)
 
-  def core_fwd(plan, q, kT, v, bias, mask, key_len):
-    out, lse = forward(plan, q, kT, v, bias, mask, key_len, emulate=emulate)
-    return (out, lse), (q, kT, v, bias, mask, key_len, out, lse)
+  def core_fwd(plan, q, kT, v, bias, mask, key_len, scale):
+    out, lse = forward(plan, q, kT, v, bias, mask, key_len, scale,
+                       emulate=emulate)
+    return (out, lse), ((q, kT, v, bias, mask, key_len, out, lse), scale)
 
-  def core_bwd(plan, res, cotangents):
+  def core_bwd(plan, residuals, cotangents):
+    res, scale = residuals
     d_out, _ = cotangents
     return lax.platform_dependent(
-        res, d_out, cpu=functools.partial(_backward_in_float32, plan),
-        default=functools.partial(blockwise.backward, plan))
+        res, scale, d_out, cpu=functools.partial(_backward_in_float32, plan),
+        default=functools.partial(_backward, plan))
 
   pallas_core.defvjp(core_fwd, core_bwd)
   return pallas_core
@@ -398,10 +448,10 @@ def emulated_engine(platform: str) -> blockwise.Engine:
   checking that layout numerically on a host without the accelerator."""
   if platform not in ("cuda", "tpu"):
     raise ValueError(f"platform: expected 'cuda' or 'tpu', got {platform!r}")
-  return blockwise.Engine(make_plan, _make_core(platform))
+  return blockwise.Engine(make_plan, _make_core(platform), scales_logits=True)
 
 
-ENGINE = blockwise.Engine(make_plan, core)
+ENGINE = blockwise.Engine(make_plan, core, scales_logits=True)
 
 
 def attention(q, k, v, mask=None, *, bias=None, scale=None,
@@ -427,5 +477,4 @@ def attention(q, k, v, mask=None, *, bias=None, scale=None,
   return x.output(blockwise.attend(
       x.q, x.k, x.v, scale=x.scale, causal=x.is_causal, window=x.window,
       key_valid_len=x.key_valid_len, query_valid_len=x.query_valid_len,
-      block_q=block_q, block_k=block_k, precision=precision, engine=ENGINE,
-      scale_in_input_dtype=True))
+      block_q=block_q, block_k=block_k, precision=precision, engine=ENGINE))
