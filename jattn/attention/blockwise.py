@@ -58,6 +58,36 @@ DEFAULT_BLOCK_Q = 128
 DEFAULT_BLOCK_K = 256
 
 
+# Finite stand-ins for the infinities of the textbook online softmax, so that
+# no infinity is ever formed (`jax.debug_infs` stays quiet, as it does for
+# jax.nn's attention; jax issue 37422). A masked logit, and the row maximum
+# of a query that has seen nothing yet, is MASKED_LOGIT; the log-normaliser
+# (and so the log-sum-exp) of a query with nothing to attend to is
+# EMPTY_ROW_LSE. Both are a quarter of the dtype's extremes: exp of either
+# less any real logit is exactly 0, and no sum of two of them overflows.
+
+
+def masked_logit(dtype):
+  """The finite -inf of `dtype` (float32 or wider): finfo.min / 4."""
+  return jnp.finfo(dtype).min / 4
+
+
+def empty_row_lse(dtype):
+  """The finite +inf of `dtype` marking an empty row: finfo.max / 4."""
+  return jnp.finfo(dtype).max / 4
+
+
+def is_masked_logit(x):
+  """True where x is MASKED_LOGIT or below (also a user's -inf bias)."""
+  return x <= masked_logit(x.dtype)
+
+
+def is_empty_row(lse):
+  """True where an lse (or log-normaliser) marks a query with nothing to
+  attend to."""
+  return lse >= empty_row_lse(lse.dtype)
+
+
 @dataclasses.dataclass(frozen=True)
 class Plan:
   """Static description of one blockwise attention call.
@@ -243,7 +273,7 @@ def _visit(plan, i, j, has_dynamic_mask: bool, step, carry):
 
 
 def _logits(plan, q_i, kT_j, bias, mask, key_len, i, j, acc, apply_mask):
-  """Logits (G, bq, R, bk) of tile (i, j), -inf where masked."""
+  """Logits (G, bq, R, bk) of tile (i, j), `masked_logit` where masked."""
   bq, bk = plan.block_q, plan.block_k
   s = jnp.einsum("gqrk,gkc->gqrc", q_i, kT_j, precision=plan.precision,
                  preferred_element_type=acc)
@@ -261,15 +291,15 @@ def _logits(plan, q_i, kT_j, bias, mask, key_len, i, j, acc, apply_mask):
       mask_t = tile(plan, mask, i, j)
       valid = mask_t if valid is None else valid & mask_t
     if valid is not None:
-      s = jnp.where(valid, s, -jnp.inf)
+      s = jnp.where(valid, s, masked_logit(acc))
   return s
 
 
 def forward(plan: Plan, q, kT, v, bias, mask, key_len):
   """out (G, Lp, R, V) in q's dtype and stats (G, Lp, R, 2): each query's
   row maximum m and log of its softmax normaliser log l, kept apart (their
-  sum is the log-sum-exp, `lse_from_stats`); log l = +inf marks a query
-  with nothing to attend to (its output is 0).
+  sum is the log-sum-exp, `lse_from_stats`); m = 0 and log l =
+  `empty_row_lse` mark a query with nothing to attend to (its output is 0).
 
   Kept apart because at large logits the float32 sum m + log l rounds to
   the spacing of m (about 1e-3 at logits of 1e4), and the backward pass's
@@ -293,8 +323,9 @@ def forward(plan: Plan, q, kT, v, bias, mask, key_len):
         m, l, o = state
         s = _logits(plan, q_i, kT_j, bias, mask, key_len, i, j, acc, apply_mask)
         m_new = jnp.maximum(m, jnp.max(s, axis=-1))
-        # A row with nothing allowed so far keeps m = -inf: shift it by 0.
-        shift = jnp.where(m_new == -jnp.inf, 0.0, m_new).astype(acc)
+        # A row with nothing allowed so far keeps m = masked_logit: shift it
+        # by 0 (exp(masked_logit) is exactly 0).
+        shift = jnp.where(is_masked_logit(m_new), 0.0, m_new).astype(acc)
         p = jnp.exp(s - shift[..., None])
         correction = jnp.exp(m - shift)
         l = l * correction + jnp.sum(p, axis=-1)
@@ -304,15 +335,17 @@ def forward(plan: Plan, q, kT, v, bias, mask, key_len):
 
       return _visit(plan, i, j, dynamic, step, state)
 
-    init = (jnp.full((G, bq, R), -jnp.inf, acc), jnp.zeros((G, bq, R), acc),
+    init = (jnp.full((G, bq, R), masked_logit(acc), acc),
+            jnp.zeros((G, bq, R), acc),
             jnp.zeros((G, bq, R, V), acc))
     m, l, o = lax.fori_loop(*key_block_range(plan, i), key_block, init)
     nonempty = l > 0
     safe_l = jnp.where(nonempty, l, 1.0)
     out_i = (o / safe_l[..., None]).astype(out.dtype)
-    shift = jnp.where(m == -jnp.inf, 0.0, m)
+    shift = jnp.where(is_masked_logit(m), 0.0, m)
     stats_i = jnp.stack(
-        [shift, jnp.where(nonempty, jnp.log(safe_l), jnp.inf)], axis=-1)
+        [shift, jnp.where(nonempty, jnp.log(safe_l), empty_row_lse(acc))],
+        axis=-1)
     out = lax.dynamic_update_slice_in_dim(out, out_i, i * bq, axis=1)
     stats = lax.dynamic_update_slice_in_dim(stats, stats_i, i * bq, axis=1)
     return out, stats
@@ -323,7 +356,7 @@ def forward(plan: Plan, q, kT, v, bias, mask, key_len):
 
 def lse_from_stats(stats):
   """(G, Lp, R) log-sum-exp m + log l of `forward`'s (G, Lp, R, 2) stats
-  (+inf for a query with nothing to attend to)."""
+  (`empty_row_lse` for a query with nothing to attend to)."""
   return stats[..., 0] + stats[..., 1]
 
 
@@ -343,7 +376,8 @@ def _split_stats(stats_or_lse, ndim: int):
 
 def _logits_t(plan, q_i, kT_j, bias, mask, key_len, i, j, acc, apply_mask,
               scale=None):
-  """Transposed logits (G, bk, bq, R) of tile (i, j), -inf where masked.
+  """Transposed logits (G, bk, bq, R) of tile (i, j), `masked_logit` where
+  masked.
 
   The product is the forward's own (`_logits`), transposed after: a
   differently ordered product rounds differently, and at logits of 1e4 in
@@ -371,7 +405,7 @@ def _logits_t(plan, q_i, kT_j, bias, mask, key_len, i, j, acc, apply_mask,
       mask_t = tile(plan, mask, i, j).transpose(0, 3, 1, 2)
       valid = mask_t if valid is None else valid & mask_t
     if valid is not None:
-      s_t = jnp.where(valid, s_t, -jnp.inf)
+      s_t = jnp.where(valid, s_t, masked_logit(acc))
   return s_t
 
 
@@ -583,7 +617,7 @@ def core(plan: Plan, q, kT, v, bias, mask, key_len):
 
   Returns:
     out (G, Lp, R, V) in q's dtype and lse (G, Lp, R) float32 or wider
-    (+inf for a query with nothing to attend to). Only `out` is
+    (`empty_row_lse` for a query with nothing to attend to). Only `out` is
     differentiable: lse's cotangent is ignored.
   """
   return forward_core(plan, q, kT, v, bias, mask, key_len)

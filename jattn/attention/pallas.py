@@ -170,8 +170,9 @@ def _kernel(q_ref, k_ref, v_ref, scale_ref, *refs, plan: blockwise.Plan,
   acc = softmax_lib.softmax_dtype(q_QK.dtype)
   # Typed scalars: a Python float is a float64 constant under jax_enable_x64,
   # and Mosaic (jax 0.7) cannot cast float64 to float32.
-  neg_inf, zero, one, pos_inf = (acc.type(c)
-                                 for c in (-jnp.inf, 0, 1, jnp.inf))
+  # Finite infinities (`blockwise.masked_logit`, `empty_row_lse`).
+  masked, zero, one, empty = (acc.type(c) for c in (
+      blockwise.masked_logit(acc), 0, 1, blockwise.empty_row_lse(acc)))
   len_Q1 = None if len_ref is None else len_ref[...]
   scale_Q1 = scale_ref[...]
   cast = (lambda x: x) if dot_dtype is None else (lambda x: x.astype(dot_dtype))
@@ -195,9 +196,9 @@ def _kernel(q_ref, k_ref, v_ref, scale_ref, *refs, plan: blockwise.Plan,
     cols_QC = j * bk + lax.broadcasted_iota(jnp.int32, (bq, bk), 1)
     valid_QC = blockwise.structural_valid(plan, rows_QC, cols_QC, len_Q1)
     if valid_QC is not None:
-      s_QC = jnp.where(valid_QC, s_QC, neg_inf)
+      s_QC = jnp.where(valid_QC, s_QC, masked)
     m_new = jnp.maximum(m_Q1, jnp.max(s_QC, axis=1, keepdims=True))
-    shift_Q1 = jnp.where(m_new == neg_inf, zero, m_new)
+    shift_Q1 = jnp.where(m_new <= masked, zero, m_new)
     p_QC = jnp.exp(s_QC - shift_Q1)
     correction_Q1 = jnp.exp(m_Q1 - shift_Q1)
     l_Q1 = l_Q1 * correction_Q1 + jnp.sum(p_QC, axis=1, keepdims=True)
@@ -206,16 +207,16 @@ def _kernel(q_ref, k_ref, v_ref, scale_ref, *refs, plan: blockwise.Plan,
     return m_new, l_Q1, o_QV * correction_Q1 + pv_QV
 
   V = v_ref.shape[-1]
-  init = (jnp.full((bq, 1), neg_inf, acc), jnp.zeros((bq, 1), acc),
+  init = (jnp.full((bq, 1), masked, acc), jnp.zeros((bq, 1), acc),
           jnp.zeros((bq, V), acc))
   lo, hi = _key_block_range(plan, i)
   m_Q1, l_Q1, o_QV = lax.fori_loop(lo, hi, body, init)
   nonempty_Q1 = l_Q1 > zero
   safe_l_Q1 = jnp.where(nonempty_Q1, l_Q1, one)
   o_ref[...] = (o_QV / safe_l_Q1).astype(o_ref.dtype)
-  shift_Q1 = jnp.where(m_Q1 == neg_inf, zero, m_Q1)
+  shift_Q1 = jnp.where(m_Q1 <= masked, zero, m_Q1)
   lse_ref[...] = jnp.where(nonempty_Q1, shift_Q1 + jnp.log(safe_l_Q1),
-                           pos_inf).astype(lse_ref.dtype)
+                           empty).astype(lse_ref.dtype)
 
 
 def _pallas_forward(plan: blockwise.Plan, R: int, q_NLK, k, v_GMV, scale_L1,

@@ -104,16 +104,20 @@ def _local_len(ring: _Ring, key_len, src):
 def _merge(o, lse, o_t, lse_t):
   """Merges a hop's normalised output and log-sum-exp into the running pair.
 
-  Running lse uses -inf for "nothing seen yet"; the blockwise engine marks
-  such rows with +inf.
+  Rows with nothing seen (running, or in this hop) carry
+  `blockwise.empty_row_lse`, a finite stand-in for +inf (no infinity is
+  formed: `jax.debug_infs` stays quiet); they get weight 0.
   """
   acc = o.dtype
-  lse_t = jnp.where(lse_t == jnp.inf, -jnp.inf, lse_t).astype(acc)
-  new = jnp.logaddexp(lse, lse_t)
-  safe = jnp.where(new == -jnp.inf, 0.0, new)
-  w_old = jnp.exp(lse - safe)[..., None]
-  w_new = jnp.exp(lse_t - safe)[..., None]
-  return o * w_old + o_t.astype(acc) * w_new, new
+  lse_t = lse_t.astype(acc)
+  seen, seen_t = ~blockwise.is_empty_row(lse), ~blockwise.is_empty_row(lse_t)
+  both = jnp.logaddexp(jnp.where(seen, lse, 0.0), jnp.where(seen_t, lse_t, 0.0))
+  new = jnp.where(seen & seen_t, both, jnp.where(seen, lse, lse_t))
+  safe = jnp.where(seen | seen_t, new, 0.0)
+  w_old = jnp.where(seen, jnp.exp(jnp.where(seen, lse, 0.0) - safe), 0.0)
+  w_new = jnp.where(seen_t, jnp.exp(jnp.where(seen_t, lse_t, 0.0) - safe),
+                    0.0)
+  return o * w_old[..., None] + o_t.astype(acc) * w_new[..., None], new
 
 
 def _skip_future(ring: _Ring, t, idx, compute, skip, operand):
@@ -148,7 +152,8 @@ def _ring_pass(ring: _Ring, kv, carry, hop):
 
 
 def _ring_forward(ring: _Ring, q, kT, v, mask, key_len):
-  """(out (G, Lp, R, V) in q's dtype, lse (G, Lp, R), +inf = empty row)."""
+  """(out (G, Lp, R, V) in q's dtype, lse (G, Lp, R);
+  `blockwise.empty_row_lse` marks an empty row)."""
   G, Lp, R, _ = q.shape
   V = v.shape[-1]
   acc = softmax_lib.softmax_dtype(q.dtype)
@@ -168,9 +173,10 @@ def _ring_forward(ring: _Ring, q, kT, v, mask, key_len):
       return compute(state)
     return _skip_future(ring, t, idx, compute, lambda s: s, state)
 
-  state = (jnp.zeros((G, Lp, R, V), acc), jnp.full((G, Lp, R), -jnp.inf, acc))
+  state = (jnp.zeros((G, Lp, R, V), acc),
+           jnp.full((G, Lp, R), blockwise.empty_row_lse(acc), acc))
   o, lse = _ring_pass(ring, (kT, v, mask), state, hop)
-  return o.astype(q.dtype), jnp.where(lse == -jnp.inf, jnp.inf, lse)
+  return o.astype(q.dtype), lse
 
 
 def _ring_backward(ring: _Ring, res, d_out):
