@@ -128,9 +128,10 @@ def favor_features(x_LHK, projection_PK, *, scale, is_query: bool,
     kept = log_phi_LHP
     if key_mask is not None:
       keep_LX1 = key_mask.T[:, :, None]
-      kept = jnp.where(keep_LX1, log_phi_LHP, -jnp.inf)
+      # The lowest finite value, not -inf (`jax.debug_infs` stays quiet).
+      kept = jnp.where(keep_LX1, log_phi_LHP, jnp.finfo(acc).min)
     shift = jnp.max(kept, axis=(0, 2), keepdims=True)       # (1, H, 1)
-    shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
+    shift = jnp.where(shift > jnp.finfo(acc).min, shift, 0.0)
   phi = jnp.exp(log_phi_LHP - jax.lax.stop_gradient(shift))
   return phi / jnp.sqrt(jnp.asarray(P, acc))
 
