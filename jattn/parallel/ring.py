@@ -111,13 +111,14 @@ def _merge(o, lse, o_t, lse_t):
   acc = o.dtype
   lse_t = lse_t.astype(acc)
   seen, seen_t = ~blockwise.is_empty_row(lse), ~blockwise.is_empty_row(lse_t)
-  both = jnp.logaddexp(jnp.where(seen, lse, 0.0), jnp.where(seen_t, lse_t, 0.0))
-  new = jnp.where(seen & seen_t, both, jnp.where(seen, lse, lse_t))
+  # The sentinels replaced by 0 wherever arithmetic touches them.
+  lse0, lse_t0 = jnp.where(seen, lse, 0.0), jnp.where(seen_t, lse_t, 0.0)
+  new = jnp.where(seen & seen_t, jnp.logaddexp(lse0, lse_t0),
+                  jnp.where(seen, lse, lse_t))
   safe = jnp.where(seen | seen_t, new, 0.0)
-  w_old = jnp.where(seen, jnp.exp(jnp.where(seen, lse, 0.0) - safe), 0.0)
-  w_new = jnp.where(seen_t, jnp.exp(jnp.where(seen_t, lse_t, 0.0) - safe),
-                    0.0)
-  return o * w_old[..., None] + o_t.astype(acc) * w_new[..., None], new
+  w_old = jnp.where(seen, jnp.exp(lse0 - safe), 0.0)[..., None]
+  w_new = jnp.where(seen_t, jnp.exp(lse_t0 - safe), 0.0)[..., None]
+  return o * w_old + o_t.astype(acc) * w_new, new
 
 
 def _skip_future(ring: _Ring, t, idx, compute, skip, operand):

@@ -6,6 +6,8 @@ import io
 import os
 import sys
 
+from jattn import workdir as workdir_lib
+
 INSTALL_HINT = ("jattn.plot needs matplotlib, an optional extra of jattn: "
                 "pip install matplotlib (or, in a checkout of jattn, "
                 "pip install -e '.[plot]')")
@@ -41,7 +43,6 @@ def pyplot(*, force_agg: bool = False):
 def save(fig, path) -> str:
   """Writes `fig` to `path` (PNG by its suffix; a local path or a URI such
   as gs://..., `jattn.workdir`), closes it, returns the path."""
-  from jattn import workdir as workdir_lib  # noqa: PLC0415
   path = os.fspath(path)
   if workdir_lib.is_remote(path):
     buffer = io.BytesIO()
