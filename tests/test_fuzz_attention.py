@@ -162,11 +162,11 @@ def test_tiled_paths_are_as_accurate_as_dense_and_ignore_masked_garbage():
 def test_float32_tiled_paths_match_dense_at_logits_of_ten_thousand():
   # Where the tiled backward used to lose two digits (dv 2.4e-3 against
   # dense's 2.2e-5): its recomputed logits were a differently ordered
-  # product, and the log-sum-exp was rounded to the spacing of 1e4.
-  # Not yet the Pallas kernel (an open item): it writes the log-sum-exp as
-  # one float32 m + log l, rounded to the spacing of 1e4, where blockwise
-  # keeps the two apart (dv 5.4e-4 against dense's 3.2e-5 at seed 2).
-  _sweep(2, 4, (np.float32,), (10000.0,), skip=("pallas",))
+  # product, and the log-sum-exp was rounded to the spacing of 1e4. The
+  # Pallas backward took the kernel's row maxima, rounded differently from
+  # its own recomputed logits (dv 5.4e-4 against dense's 3.2e-5 at seed 2);
+  # in float32 it now forms its own (`blockwise.backward(own_row_max=)`).
+  _sweep(2, 4, (np.float32,), (10000.0,))
 
 
 @pytest.mark.slow

@@ -428,11 +428,41 @@ def _add_tile(plan: Plan, x, t, i, j):
   return lax.dynamic_update_slice(x, current + t.astype(x.dtype), starts)
 
 
-def backward(plan: Plan, res, d_out, scale=None):
+def recomputed_row_max(plan: Plan, q, kT, bias, mask, key_len):
+  """(G, Lp, R) row maxima of the logits q . k (+ bias) as `backward`
+  recomputes them (`_logits_t`; q pre-scaled), 0 for a query with nothing
+  to attend to (the forward's convention). One pass of q . k over the
+  allowed tiles, no exp."""
+  G, Lp, R, _ = q.shape
+  bq, bk = plan.block_q, plan.block_k
+  acc = softmax_lib.softmax_dtype(q.dtype)
+  dynamic = mask is not None or key_len is not None
+
+  def query_block(i, row_max):
+    q_i = _block(q, i, bq, 1)
+
+    def key_block(j, m):
+      def step(m, apply_mask):
+        s_t = _logits_t(plan, q_i, _block(kT, j, bk, 2), bias, mask, key_len,
+                        i, j, acc, apply_mask)
+        return jnp.maximum(m, jnp.max(s_t, axis=1))
+
+      return _visit(plan, i, j, dynamic, step, m)
+
+    m = lax.fori_loop(*key_block_range(plan, i), key_block,
+                      jnp.full((G, bq, R), masked_logit(acc), acc))
+    m = jnp.where(is_masked_logit(m), 0.0, m).astype(acc)
+    return lax.dynamic_update_slice_in_dim(row_max, m, i * bq, axis=1)
+
+  return lax.fori_loop(0, plan.num_query_blocks, query_block,
+                       jnp.zeros((G, Lp, R), acc))
+
+
+def backward(plan: Plan, res, d_out, scale=None, own_row_max: bool = False):
   """Cotangents of (q, kT, v, bias, mask, key_len), recomputing each tile.
 
-  res ends with `forward`'s stats (or with a (G, Lp, R) log-sum-exp, as
-  ring attention passes it and the Pallas forward saves it).
+  res ends with `forward`'s stats (the Pallas forward writes the same), or
+  with a (G, Lp, R) log-sum-exp, as ring attention passes it.
 
   scale: None when q is the pre-scaled queries (this module's `core`, ring
   attention). Else the logit scale, a float32 (or wider) scalar, for a core
@@ -441,13 +471,31 @@ def backward(plan: Plan, res, d_out, scale=None):
   (ds . k) and dk = scale * (ds^T . q) are scaled in float32 before they are
   cast to the inputs' dtype (ds . k alone can be past float16's range where
   dq is not), and a seventh cotangent, the scale's, sum(ds * q . k), is
-  returned after the six."""
+  returned after the six.
+
+  own_row_max (with `scale`): recompute the logits as (q * scale) . k, q
+  scaled in float32 before the product, and take each query's row maximum
+  from them (`recomputed_row_max`, one more q . k pass) instead of the
+  stats, keeping only their log l. For a forward whose logits round
+  differently from this pass's: a kernel's dot against XLA's, or XLA
+  fusing (q . k) * scale - m into one fused multiply-add. At logits of 1e4
+  in float32 a row maximum off by that rounding (about 1e-3) goes into the
+  dominant weight exp(s - m - log l) and so into dv (17x dense's error);
+  with the maximum of the same product and no multiply after it, the
+  dominant weight's exponent is exactly -log l as in the forward, and log
+  l's own error is weighted by the other keys' (small) weights."""
   q, kT, v, bias, mask, key_len, out, stats = res
   row_max, log_l = _split_stats(stats, q.ndim - 1)
+  acc = softmax_lib.softmax_dtype(q.dtype)
+  # q_s, logit_scale: what the recomputed logits are formed from.
+  q_s, kT_s, logit_scale = q, kT, scale
+  if own_row_max and scale is not None:
+    q_s, logit_scale = q.astype(acc) * scale, None
+    kT_s = kT.astype(q_s.dtype)
+    row_max = recomputed_row_max(plan, q_s, kT_s, bias, mask, key_len)
   G, Lp, R, K = q.shape
   Mp, V = v.shape[1], v.shape[2]
   bq, bk = plan.block_q, plan.block_k
-  acc = softmax_lib.softmax_dtype(q.dtype)
   dynamic = mask is not None or key_len is not None
   d_out = d_out.astype(out.dtype)
   # delta_i = sum_v dO_iv O_iv = sum_j P_ij dP_ij (the softmax Jacobian term).
@@ -460,11 +508,13 @@ def backward(plan: Plan, res, d_out, scale=None):
     dqT, dk, dv, dbias = carry
     k_j = _block(k, j, bk, 1)
     kT_j = _block(kT, j, bk, 2)
+    kT_s_j = _block(kT_s, j, bk, 2)
     v_j = _block(v, j, bk, 1)
 
     def query_block(i, state):
       dk_j, dv_j, dqT, dbias = state
       q_i = _block(q, i, bq, 1)
+      q_s_i = _block(q_s, i, bq, 1)
       qT_i = _block(qT, i, bq, 2)
       do_i = _block(d_out, i, bq, 1)
       doT_i = _block(d_outT, i, bq, 2)
@@ -474,8 +524,8 @@ def backward(plan: Plan, res, d_out, scale=None):
 
       def step(partial, apply_mask):
         dk_j, dv_j = partial
-        s_t = _logits_t(plan, q_i, kT_j, bias, mask, key_len, i, j, acc,
-                        apply_mask, scale)
+        s_t = _logits_t(plan, q_s_i, kT_s_j, bias, mask, key_len, i, j, acc,
+                        apply_mask, logit_scale)
         p_t = jnp.exp((s_t - m_i) - log_l_i)              # (G, bk, bq, R)
         dv_j = dv_j + jnp.einsum("gcqr,gqrv->gcv", p_t.astype(do_i.dtype),
                                  do_i, precision=plan.precision,

@@ -5,7 +5,11 @@ One kernel program computes one query block of one query head: it holds the
 allows (the same tile ranges as `jattn.attention.blockwise`), and keeps the
 online softmax state (row max, row sum, output accumulator; rows as
 (block_q, 1) columns) in float32. It writes the output and the per-row
-log-sum-exp. The dots run at the call's `precision` (None: the backend's
+softmax statistics, the row maximum m and log l (the log of the row
+sum), kept apart as `jattn.attention.blockwise.forward` keeps them: in
+float32 their sum m + log l rounds to the spacing of m (about 1e-3 at
+logits of 1e4), an error the backward's recomputed weights exp(s - lse)
+would carry. The dots run at the call's `precision` (None: the backend's
 default, which is TF32 for float32 on NVIDIA Ampere and newer).
 
 Numerics (as accurate as dense attention on the same bf16/f16 inputs): the
@@ -23,8 +27,8 @@ dq and dk 2 to 3x dense accuracy.
 
 The backward pass is NOT a Pallas kernel: the `jax.custom_vjp` here reuses the
 pure-JAX blockwise backward (`jattn.attention.blockwise.backward` with
-`scale`), which recomputes tiles from the same residuals (q, k, v, out, lse
-and the scale), so memory stays O(L + M). It recomputes each logits tile as
+`scale`), which recomputes tiles from the same residuals (q, k, v, out, the
+(m, log l) statistics and the scale), so memory stays O(L + M). It recomputes each logits tile as
 the forward does, (q . k) * scale in float32, and forms dq = scale (ds . k)
 and dk = scale (ds^T . q) in float32 before casting them: in float16,
 ds . k alone can be past 65504 where dq is not (q = 1000, scale 1e-3:
@@ -155,15 +159,16 @@ def _kernel(q_ref, k_ref, v_ref, scale_ref, *refs, plan: blockwise.Plan,
   Refs (per program): q (bq, K), unscaled, in the inputs' dtype; k (K, Mk)
   if `k_transposed` else (Mk, K); v (Mk, V); the logit scale (bq, 1) in the
   accumulation dtype (float32 or wider), every row the same; [key lengths
-  (bq, 1) int32]; out (bq, V) and lse (bq, 1), both in the accumulation
-  dtype. Each logits tile is the float32 product q . k times the scale.
+  (bq, 1) int32]; out (bq, V), the row maximum m (bq, 1) and log l (bq, 1),
+  all in the accumulation dtype (m = 0 and log l = `empty_row_lse` for a row
+  with nothing to attend to). Each logits tile is the float32 product q . k times the scale.
   `dot_dtype`: None, or the float dtype both operands of every dot are cast
   to first (interpret mode). `precision`: the dots' precision.
   """
   if has_len:
-    len_ref, o_ref, lse_ref = refs
+    len_ref, o_ref, m_ref, log_l_ref = refs
   else:
-    (o_ref, lse_ref), len_ref = refs, None
+    (o_ref, m_ref, log_l_ref), len_ref = refs, None
   bq, bk = plan.block_q, plan.block_k
   i = pl.program_id(1)
   q_QK = q_ref[...]
@@ -214,16 +219,16 @@ def _kernel(q_ref, k_ref, v_ref, scale_ref, *refs, plan: blockwise.Plan,
   nonempty_Q1 = l_Q1 > zero
   safe_l_Q1 = jnp.where(nonempty_Q1, l_Q1, one)
   o_ref[...] = (o_QV / safe_l_Q1).astype(o_ref.dtype)
-  shift_Q1 = jnp.where(m_Q1 <= masked, zero, m_Q1)
-  lse_ref[...] = jnp.where(nonempty_Q1, shift_Q1 + jnp.log(safe_l_Q1),
-                           empty).astype(lse_ref.dtype)
+  m_ref[...] = jnp.where(m_Q1 <= masked, zero, m_Q1).astype(m_ref.dtype)
+  log_l_ref[...] = jnp.where(nonempty_Q1, jnp.log(safe_l_Q1),
+                             empty).astype(log_l_ref.dtype)
 
 
 def _pallas_forward(plan: blockwise.Plan, R: int, q_NLK, k, v_GMV, scale_L1,
                     len_L1, *, k_transposed: bool, dot_dtype=None,
                     precision=None, **call_kwargs):
-  """out (N, Lp, V) and lse (N, Lp, 1), float32 (or wider), from one
-  `pl.pallas_call`.
+  """out (N, Lp, V), m (N, Lp, 1) and log l (N, Lp, 1), float32 (or wider),
+  from one `pl.pallas_call`.
 
   q_NLK (N, Lp, K), unscaled, with N = G R query heads in (g, r) order;
   k (G, K, Mk) if `k_transposed` else (G, Mk, K); v_GMV (G, Mk, V);
@@ -259,10 +264,12 @@ def _pallas_forward(plan: blockwise.Plan, R: int, q_NLK, k, v_GMV, scale_L1,
   return pl.pallas_call(
       kernel,
       out_shape=(jax.ShapeDtypeStruct((N, Lp, V), acc),
+                 jax.ShapeDtypeStruct((N, Lp, 1), acc),
                  jax.ShapeDtypeStruct((N, Lp, 1), acc)),
       grid=(N, plan.num_query_blocks),
       in_specs=in_specs,
       out_specs=(pl.BlockSpec((None, bq, V), lambda n, i: (n, i, 0)),
+                 pl.BlockSpec((None, bq, 1), lambda n, i: (n, i, 0)),
                  pl.BlockSpec((None, bq, 1), lambda n, i: (n, i, 0))),
       **call_kwargs,
   )(*args)
@@ -299,11 +306,11 @@ def _triton_forward(plan, R, emulate, q_NLK, kT_GKM, v_GMV, scale_L1,
     call = dict(compiler_params=pltriton.CompilerParams(
         num_warps=4 if max(Kp, Vp) <= 64 else 8,
         num_stages=_TRITON_NUM_STAGES))
-  out_NLV, lse_NL1 = _pallas_forward(
+  out_NLV, m_NL1, log_l_NL1 = _pallas_forward(
       plan, R, _pad_axis(q_NLK, 2, Kp), _pad_axis(kT_GKM, 1, Kp),
       _pad_axis(v_GMV, 2, Vp), scale_L1, len_L1, k_transposed=True,
       precision=plan.precision, **call)
-  return out_NLV[..., :V], lse_NL1
+  return out_NLV[..., :V], m_NL1, log_l_NL1
 
 
 def _tpu_precision(precision):
@@ -355,8 +362,9 @@ def forward(plan: blockwise.Plan, q, kT, v, bias, mask, key_len, scale, *,
   """`blockwise.forward` computed by the Pallas kernel (same layouts, but q
   unscaled): q (G, Lp, R, K) and kT (G, K, Mp) in the inputs' dtype,
   v (G, Mp, V), key_len None or (Lp,), scale a float32 (or wider) scalar ->
-  out (G, Lp, R, V) and lse (G, Lp, R) of the logits scale * q . k, both
-  float32 (or wider: the softmax dtype of q's).
+  out (G, Lp, R, V) and stats (G, Lp, R, 2), `blockwise.forward`'s (m,
+  log l) statistics, of the logits scale * q . k, both float32 (or wider:
+  the softmax dtype of q's).
 
   The kernel is the lowering platform's (`lax.platform_dependent`); with
   `emulate` = "cuda" or "tpu" it is that platform's layout and tiles run in
@@ -378,16 +386,17 @@ def forward(plan: blockwise.Plan, q, kT, v, bias, mask, key_len, scale, *,
   args = (q_NLK, kT, v, scale_L1, len_L1)
   if emulate is None:
     triton = functools.partial(_triton_forward, plan, R, False)
-    out_NLV, lse_NL1 = lax.platform_dependent(
+    out_NLV, m_NL1, log_l_NL1 = lax.platform_dependent(
         *args, cuda=triton, rocm=triton,
         tpu=functools.partial(_mosaic_forward, plan, R, False),
         default=functools.partial(_interpret_forward, plan, R))
   else:
     branches = {"cuda": _triton_forward, "tpu": _mosaic_forward}
-    out_NLV, lse_NL1 = branches[emulate](plan, R, True, *args)
+    out_NLV, m_NL1, log_l_NL1 = branches[emulate](plan, R, True, *args)
   out = out_NLV.reshape(G, R, Lp, V).transpose(0, 2, 1, 3)
-  lse = lse_NL1.reshape(G, R, Lp).transpose(0, 2, 1)
-  return out, lse
+  stats_NL2 = jnp.concatenate([m_NL1, log_l_NL1], axis=-1)
+  stats = stats_NL2.reshape(G, R, Lp, 2).transpose(0, 2, 1, 3)
+  return out, stats
 
 
 def _widen(x):
@@ -399,8 +408,21 @@ def _widen(x):
 
 def _backward(plan: blockwise.Plan, res, scale, d_out):
   """`blockwise.backward` of the kernel's logits scale * q . k: cotangents
-  of (q, kT, v, bias, mask, key_len, scale)."""
-  return blockwise.backward(plan, res, d_out, scale=scale)
+  of (q, kT, v, bias, mask, key_len, scale).
+
+  For float32 (or wider) inputs the backward forms its logits as
+  (q * scale) . k and takes the row maxima from them (`own_row_max`: one
+  more q . k pass, a sixth of the backward's matmuls), not from the
+  kernel's stats. The kernel's (q . k) * scale rounds differently from any
+  recomputation XLA makes of it: on CPU XLA fuses the multiply into the
+  backward's s - m as one fused multiply-add, and a Triton or Mosaic dot
+  need not sum in XLA's order. A row maximum off by that rounding made dv
+  17x less accurate than dense at logits of 1e4 (5.4e-4 against 3.2e-5;
+  5.6e-7 with the backward's own maxima). bf16/f16 inputs skip the pass:
+  their own rounding is far larger."""
+  own_row_max = jnp.finfo(res[0].dtype).bits >= 32
+  return blockwise.backward(plan, res, d_out, scale=scale,
+                            own_row_max=own_row_max)
 
 
 def _backward_in_float32(plan: blockwise.Plan, res, scale, d_out):
@@ -421,13 +443,15 @@ def _make_core(emulate: str | None):
   def pallas_core(plan: blockwise.Plan, q, kT, v, bias, mask, key_len, scale):
     """`blockwise.core` with the Pallas forward (backward: blockwise), on
     unscaled q and the scale (`blockwise.Engine.scales_logits`)."""
-    return forward(plan, q, kT, v, bias, mask, key_len, scale,
-                   emulate=emulate)
+    out, stats = forward(plan, q, kT, v, bias, mask, key_len, scale,
+                         emulate=emulate)
+    return out, blockwise.lse_from_stats(stats)
 
   def core_fwd(plan, q, kT, v, bias, mask, key_len, scale):
-    out, lse = forward(plan, q, kT, v, bias, mask, key_len, scale,
-                       emulate=emulate)
-    return (out, lse), ((q, kT, v, bias, mask, key_len, out, lse), scale)
+    out, stats = forward(plan, q, kT, v, bias, mask, key_len, scale,
+                         emulate=emulate)
+    return ((out, blockwise.lse_from_stats(stats)),
+            ((q, kT, v, bias, mask, key_len, out, stats), scale))
 
   def core_bwd(plan, residuals, cotangents):
     res, scale = residuals
