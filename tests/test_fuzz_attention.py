@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import jattn
+from jattn import parallel
 from tests import helpers
 from tests.test_blockwise import allowed_pairs
 from tests.test_blockwise import attention_vjp_oracle
@@ -24,7 +25,11 @@ H, G, K = 4, 2, 16
 STRUCTURES = {
     "causal_keylen": dict(is_causal=True, key_valid_len=True),
     "window_querylen": dict(local_window=(7, 3), query_valid_len=True),
+    # As many keys as queries (ring attention's causal form needs it).
+    "causal_square_lens": dict(is_causal=True, key_valid_len=True,
+                               query_valid_len=True, square=True),
 }
+_LENGTH_FLAGS = ("key_valid_len", "query_valid_len", "square")
 PATHS = {  # name -> core, called like dot_product_attention
     "dense": functools.partial(jattn.dot_product_attention,
                                implementation="dense"),
@@ -37,7 +42,22 @@ PATHS = {  # name -> core, called like dot_product_attention
     "local": lambda q, k, v, **kw: jattn.local_attention(
         q, k, v, kw.pop("local_window", None) or (10 ** 6, 10 ** 6),
         block_q=16, block_k=16, **kw),
+    # Over 2 of the test run's CPU devices, vmapped per example (the
+    # sequence of 45 is padded to 46, one shard of 23 per device).
+    "ring": lambda q, k, v, **kw: parallel.ring_dot_product_attention(
+        q, k, v, mesh=parallel.make_mesh({"seq": 2}), block_q=16,
+        block_k=16, **kw),
 }
+
+
+def _runs(path: str, structure: dict) -> bool:
+  """Whether `path` takes `structure`: local attention only where there is
+  a window; ring attention no window and its causal form only square."""
+  if path == "local":
+    return "local_window" in structure
+  if path == "ring":
+    return "local_window" not in structure and structure.get("square", False)
+  return True
 
 
 def _case_inputs(rng, E, L, M, dtype, logit_scale):
@@ -61,8 +81,7 @@ def _compiled(path: str, structure_name: str):
   structure = STRUCTURES[structure_name]
 
   def one(q, k, v, d_out, key_len, query_len):
-    kwargs = {n: a for n, a in structure.items()
-              if n not in ("key_valid_len", "query_valid_len")}
+    kwargs = {n: a for n, a in structure.items() if n not in _LENGTH_FLAGS}
     if structure.get("key_valid_len"):
       kwargs["key_valid_len"] = key_len
     if structure.get("query_valid_len"):
@@ -108,7 +127,7 @@ def _garbage(q, k, v, key_len, query_len, structure):
 
 
 def _sweep(seed, E, dtypes, logit_scales, L=45, M=61,
-           parts=("out", "dq", "dk", "dv"), counts=False, skip=()):
+           parts=("out", "dq", "dk", "dv"), counts=False):
   """Worst relative errors by (path, dtype); with `counts`, also the number
   of cases each path ran."""
   worst, cases = {}, {}
@@ -116,12 +135,12 @@ def _sweep(seed, E, dtypes, logit_scales, L=45, M=61,
   for dtype in dtypes:
     for logit_scale in logit_scales:
       for name, structure in STRUCTURES.items():
-        q, k, v, d_out = _case_inputs(rng, E, L, M, dtype, logit_scale)
-        key_len, query_len = _lengths(rng, E, L, M)
+        keys = L if structure.get("square") else M
+        q, k, v, d_out = _case_inputs(rng, E, L, keys, dtype, logit_scale)
+        key_len, query_len = _lengths(rng, E, L, keys)
         want = _oracle(structure, q, k, v, d_out, key_len, query_len)
         got = {path: _run(path, name, q, k, v, d_out, key_len, query_len)
-               for path in PATHS if path not in skip and (
-                   path != "local" or "local_window" in structure)}
+               for path in PATHS if _runs(path, structure)}
         errors = {path: [helpers.max_rel_error(g, w) for g, w in
                          zip(parts, want)] for path, parts in got.items()}
         for path, errs in errors.items():

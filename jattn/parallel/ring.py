@@ -282,6 +282,33 @@ def _check_common(q, k, v, is_causal, key_valid_len, query_valid_len,
 # Entry points.
 
 
+def _zero_unattended_shard(q_LHK, k_MGK, v_MGV, key_mask_M, key_valid_len,
+                           query_valid_len, num_keys, axis_name, idx):
+  """This shard's q, k, v with the rows nothing uses set to zero (as
+  `jattn.masks.zero_unattended` does for one device): keys masked out, at
+  or past every query's key length (the longest over the whole ring,
+  `lax.pmax`) or past `num_keys`, and queries past `query_valid_len`.
+  Padding often holds garbage, and 0 * NaN is NaN in the weighted sums."""
+  L, M = q_LHK.shape[0], k_MGK.shape[0]
+  zero = lambda x, keep: jnp.where(keep[:, None, None], x,
+                                   jnp.zeros((), x.dtype))
+  keys_M = key_mask_M
+  positions_M = idx * M + jnp.arange(M)
+  limits = []
+  if key_valid_len is not None:
+    limits.append(lax.pmax(jnp.max(jnp.asarray(key_valid_len)), axis_name))
+  if num_keys is not None:
+    limits.append(num_keys)
+  for limit in limits:
+    within_M = positions_M < limit
+    keys_M = within_M if keys_M is None else keys_M & within_M
+  if keys_M is not None:
+    k_MGK, v_MGV = zero(k_MGK, keys_M), zero(v_MGV, keys_M)
+  if query_valid_len is not None:
+    q_LHK = zero(q_LHK, idx * L + jnp.arange(L) < jnp.asarray(query_valid_len))
+  return q_LHK, k_MGK, v_MGV
+
+
 def ring_attention_shard(q_LHK, k_MGK, v_MGV, key_mask_M=None, *,
                          axis_name: Hashable = "seq", scale=None,
                          is_causal: bool = False, key_valid_len=None,
@@ -335,9 +362,9 @@ def ring_attention_shard(q_LHK, k_MGK, v_MGV, key_mask_M=None, *,
   dtype = jnp.result_type(q_LHK, k_MGK)
   acc = softmax_lib.softmax_dtype(dtype)
   out_dtype = q_LHK.dtype
-  if key_mask_M is not None:  # unused keys: zero, whatever they hold
-    k_MGK, v_MGV = (jnp.where(key_mask_M[:, None, None], x,
-                              jnp.zeros((), x.dtype)) for x in (k_MGK, v_MGV))
+  q_LHK, k_MGK, v_MGV = _zero_unattended_shard(
+      q_LHK, k_MGK, v_MGV, key_mask_M, key_valid_len, query_valid_len,
+      num_keys, axis_name, idx)
   # The scaled q stays in float32: rounding it to bf16 costs accuracy.
   q_LHK = q_LHK.astype(acc) * jnp.asarray(scale, acc)
   v_MGV = v_MGV.astype(jnp.promote_types(v_MGV.dtype, dtype))
