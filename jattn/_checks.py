@@ -26,14 +26,21 @@ def _dtype(x):
   return jnp.result_type(x)
 
 
-def check_rank(x, name: str, ranks: int | Sequence[int]) -> None:
-  """Raises ValueError unless `x.ndim` is one of `ranks`."""
+def check_rank(x, name: str, ranks: int | Sequence[int], *,
+               example: bool = False) -> None:
+  """Raises ValueError unless `x.ndim` is one of `ranks`.
+
+  example: `x` is one example of a per-example function; one axis too many
+  reads as a batch, and the message says to vmap."""
   ranks = (ranks,) if isinstance(ranks, int) else tuple(ranks)
   ndim = len(_shape(x))
   if ndim not in ranks:
     want = " or ".join(str(r) for r in ranks)
-    raise ValueError(
-        f"{name}: expected rank {want}, got rank {ndim} with shape {_shape(x)}")
+    hint = ""
+    if example and ndim == max(ranks) + 1:
+      hint = " (one example per call: batch with jax.vmap)"
+    raise ValueError(f"{name}: expected rank {want}, got rank {ndim} with "
+                     f"shape {_shape(x)}{hint}")
 
 
 def check_shape(x, name: str, expected: Sequence[int | None]) -> None:
@@ -254,7 +261,7 @@ def check_qkv(q, k, v, names=("q", "k", "v")):
   nq, nk, nv = names
   for name, x in zip(names, (q, k, v)):
     check_floating(x, name)
-  check_rank(q, nq, (2, 3))
+  check_rank(q, nq, (2, 3), example=True)
   rank = len(_shape(q))
   check_rank(k, nk, rank)
   check_rank(v, nv, rank)
@@ -361,7 +368,7 @@ def check_attention_params(params, *, self_attention: bool = False):
 def check_tokens(x, name: str, width: int):
   """Validates floating (N, width) tokens; returns them as an array."""
   x = jnp.asarray(x)
-  check_rank(x, name, 2)
+  check_rank(x, name, 2, example=True)
   check_floating(x, name)
   check_shape(x, name, (None, width))
   return x

@@ -53,7 +53,7 @@ def additive_attention(params, q, k, v, mask=None, *,
   _checks.check_params(params, "params", {"w_q": 2, "w_k": 2, "w_v": 1})
   q, k, v = jnp.asarray(q), jnp.asarray(k), jnp.asarray(v)
   for name, x in (("q", q), ("k", k), ("v", v)):
-    _checks.check_rank(x, name, 2)
+    _checks.check_rank(x, name, 2, example=True)
     _checks.check_floating(x, name)
   (L, Dq), (M, Dk), (Mv, V) = q.shape, k.shape, v.shape
   A = params["w_v"].shape[0]

@@ -108,7 +108,7 @@ def conv_layer(params, x_ND, mask=None, *, causal: bool = False,
   """
   k, D = _check_conv_params(params)
   x_ND = jnp.asarray(x_ND)
-  _checks.check_rank(x_ND, "x_ND", 2)
+  _checks.check_rank(x_ND, "x_ND", 2, example=True)
   _checks.check_floating(x_ND, "x_ND")
   _checks.check_shape(x_ND, "x_ND", (None, D))
   if not isinstance(causal, bool):

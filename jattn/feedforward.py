@@ -71,7 +71,7 @@ def feed_forward(params, x_ND, *, activation=jax.nn.relu, precision=None):
     _checks.check_shape(params["b_1"], "params['b_1']", (F,))
     _checks.check_shape(params["b_2"], "params['b_2']", (D,))
   x_ND = jnp.asarray(x_ND)
-  _checks.check_rank(x_ND, "x_ND", 2)
+  _checks.check_rank(x_ND, "x_ND", 2, example=True)
   _checks.check_floating(x_ND, "x_ND")
   _checks.check_shape(x_ND, "x_ND", (None, D))
 

@@ -321,7 +321,7 @@ def embed(params, tokens_N, *, model_config):
   """Token embeddings (N, D) of one sequence: the input of `apply_embedded`."""
   del model_config  # every kind embeds the same way
   tokens_N = jnp.asarray(tokens_N)
-  _checks.check_rank(tokens_N, "tokens_N", 1)
+  _checks.check_rank(tokens_N, "tokens_N", 1, example=True)
   _checks.check_integer(tokens_N, "tokens_N")
   return jnp.take(params["embed"]["table"], tokens_N, axis=0)
 
@@ -372,7 +372,7 @@ def apply_embedded(params, x_ND, token_mask_N=None, *, model_config,
   s = _settings(model_config)
   _check_model_params(params)
   x_ND = jnp.asarray(x_ND)
-  _checks.check_rank(x_ND, "x_ND", 2)
+  _checks.check_rank(x_ND, "x_ND", 2, example=True)
   _checks.check_floating(x_ND, "x_ND")
   N = x_ND.shape[0]
   mask_N = None

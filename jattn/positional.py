@@ -90,7 +90,7 @@ def apply_rope(x_LHK, positions, *, base: float = 10000.0):
     array of x's shape and dtype (rotation computed in float32 or wider).
   """
   x_LHK = jnp.asarray(x_LHK)
-  _checks.check_rank(x_LHK, "x_LHK", (2, 3))
+  _checks.check_rank(x_LHK, "x_LHK", (2, 3), example=True)
   _checks.check_floating(x_LHK, "x_LHK")
   L, K = x_LHK.shape[0], x_LHK.shape[-1]
   if K % 2:

@@ -221,7 +221,7 @@ def rnn_layer(params, x_ND, mask=None, *, reverse: bool = False,
     backward] concatenated on the last axis).
   """
   x_ND = jnp.asarray(x_ND)
-  _checks.check_rank(x_ND, "x_ND", 2)
+  _checks.check_rank(x_ND, "x_ND", 2, example=True)
   _checks.check_floating(x_ND, "x_ND")
   if not isinstance(reverse, bool):
     raise TypeError(f"reverse: expected a bool, got {type(reverse).__name__}")

@@ -124,7 +124,7 @@ def transformer_block(params, x_ND, mask=None, *, pre_norm: bool = False,
     got = sorted(params) if isinstance(params, dict) else type(params).__name__
     raise ValueError(f"params: expected keys {sorted(_PARTS)}, got {got}")
   x_ND = jnp.asarray(x_ND)
-  _checks.check_rank(x_ND, "x_ND", 2)
+  _checks.check_rank(x_ND, "x_ND", 2, example=True)
   _checks.check_floating(x_ND, "x_ND")
   if not isinstance(deterministic, bool):
     raise TypeError(

@@ -17,7 +17,14 @@ def _z(*shape, dtype=F32):
 CASES = [
     # (call, error type, words that must appear in the message)
     (lambda: jattn.dot_product_attention(_z(2, 3, 4, 5), _z(2, 3, 4), _z(2, 3, 4)),
-     ValueError, ["q", "expected rank 2 or 3", "got rank 4"]),
+     ValueError, ["q", "expected rank 2 or 3", "got rank 4",
+                  "one example per call: batch with jax.vmap"]),
+    (lambda: jattn.self_attention(jattn.init_self_attention(jax.random.key(0), 8, 2),
+                                  _z(2, 5, 8)),
+     ValueError, ["x:", "expected rank 2", "batch with jax.vmap"]),
+    (lambda: jattn.feed_forward(jattn.init_feed_forward(jax.random.key(0), 8, 16),
+                                _z(2, 5, 8)),
+     ValueError, ["x_ND", "expected rank 2", "batch with jax.vmap"]),
     (lambda: jattn.dot_product_attention(_z(2, 2, 4), _z(3, 4), _z(3, 4)),
      ValueError, ["k", "expected rank 3", "got rank 2"]),
     (lambda: jattn.dot_product_attention(_z(2, 2, 4), _z(3, 2, 5), _z(3, 2, 4)),

@@ -62,6 +62,10 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, scale=None,
     q: (L, H, K), k: (M, G, K), v: (M, G, V) -> out (L, H, V).
   Single-head form:
     q: (L, K), k: (M, K), v: (M, V) -> out (L, V).
+  One example per call: batch with `jax.vmap` (a rank-4 q gets an error
+  saying so). A batch of single-head arrays, (B, L, K), cannot be told
+  apart from one multi-head example and is read as (L, H, K): vmap it,
+  `jax.vmap(jattn.dot_product_attention)(q_BLK, k_BMK, v_BMV)`.
 
   The allowed (query, key) pairs are the AND of `mask`, `is_causal`,
   `local_window`, `key_valid_len` and `query_valid_len`. Prefer the structured

@@ -340,7 +340,7 @@ def ring_attention_shard(q_LHK, k_MGK, v_MGV, key_mask_M=None, *,
     (L, H, V) in q's dtype: this device's rows of the attention output.
   """
   q_LHK, k_MGK, v_MGV = (jnp.asarray(x) for x in (q_LHK, k_MGK, v_MGV))
-  _checks.check_rank(q_LHK, "q_LHK", 3)
+  _checks.check_rank(q_LHK, "q_LHK", 3, example=True)
   L, M, H, G, K, V = _check_common(q_LHK, k_MGK, v_MGV, is_causal,
                                    key_valid_len, query_valid_len, block_q,
                                    block_k)
@@ -468,7 +468,7 @@ def ring_dot_product_attention(q_LHK, k_MGK, v_MGV, mask=None, *, mesh=None,
     (L, H, V) in q's dtype, sharded like q.
   """
   q_LHK, k_MGK, v_MGV = (jnp.asarray(x) for x in (q_LHK, k_MGK, v_MGV))
-  _checks.check_rank(q_LHK, "q_LHK", 3)
+  _checks.check_rank(q_LHK, "q_LHK", 3, example=True)
   _unsupported(bias, local_window)
   L, M, H, G, K, V = _check_common(q_LHK, k_MGK, v_MGV, is_causal,
                                    key_valid_len, query_valid_len, block_q,
