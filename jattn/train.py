@@ -629,7 +629,9 @@ def compiled_functions(config) -> dict:
   Returns:
     {"train_step": make_train_step(...), "batch_fn": make_batch_fn(task, B),
     "eval_fn": make_eval_fn(..., eval_batches), "mesh": the run's mesh or
-    None on one device, "optimizer_json": the optimizer settings as JSON}.
+    None on one device, "optimizer_json": the optimizer settings as JSON,
+    "settings": the resolved train settings, "task": the task,
+    "model_json": the model settings as JSON}.
   """
   t = _train_settings(config.train)
   task = tasks.from_config(config.task)
@@ -643,18 +645,17 @@ def compiled_functions(config) -> dict:
           "batch_fn": _cached_batch_fn(task, B),
           "eval_fn": _cached_eval_fn(model_json, task, B, t["eval_batches"],
                                      mesh),
-          "mesh": mesh, "optimizer_json": optimizer_json}
+          "mesh": mesh, "optimizer_json": optimizer_json, "settings": t,
+          "task": task, "model_json": model_json}
 
 
 def _train_and_evaluate(config, workdir, start_time) -> dict:
   """`train_and_evaluate` once the workdir is checked and held."""
-  t = _train_settings(config.train)
-  task = tasks.from_config(config.task)
-  model_dict = _as_dict(config.model)
-  model_json = json.dumps(model_dict, sort_keys=True)
+  fns = compiled_functions(config)
+  t, task, model_json = fns["settings"], fns["task"], fns["model_json"]
+  model_dict = _as_dict(config.model)   # tuples kept (JSON makes lists)
   B, num_steps = t["batch_size"], t["num_steps"]
   held_out = task.held_out()
-  fns = compiled_functions(config)
   mesh = fns["mesh"]
   device = jax.devices()[0]
   where = str(device) if mesh is None else _describe_mesh(mesh)
