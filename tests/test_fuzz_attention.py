@@ -182,9 +182,9 @@ def test_float32_tiled_paths_match_dense_at_logits_of_ten_thousand():
   # Where the tiled backward used to lose two digits (dv 2.4e-3 against
   # dense's 2.2e-5): its recomputed logits were a differently ordered
   # product, and the log-sum-exp was rounded to the spacing of 1e4. The
-  # Pallas backward took the kernel's row maxima, rounded differently from
-  # its own recomputed logits (dv 5.4e-4 against dense's 3.2e-5 at seed 2);
-  # in float32 it now forms its own (`blockwise.backward(own_row_max=)`).
+  # Pallas backward recomputed (q . k) * scale, which XLA fused into s - m
+  # as one fused multiply-add, not the kernel's rounding of it (dv 5.4e-4
+  # against dense's 3.2e-5 at seed 2); in float32 q is now scaled first.
   _sweep(2, 4, (np.float32,), (10000.0,))
 
 

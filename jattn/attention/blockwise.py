@@ -428,37 +428,7 @@ def _add_tile(plan: Plan, x, t, i, j):
   return lax.dynamic_update_slice(x, current + t.astype(x.dtype), starts)
 
 
-def recomputed_row_max(plan: Plan, q, kT, bias, mask, key_len):
-  """(G, Lp, R) row maxima of the logits q . k (+ bias) as `backward`
-  recomputes them (`_logits_t`; q pre-scaled), 0 for a query with nothing
-  to attend to (the forward's convention). One pass of q . k over the
-  allowed tiles, no exp."""
-  G, Lp, R, _ = q.shape
-  bq, bk = plan.block_q, plan.block_k
-  acc = softmax_lib.softmax_dtype(q.dtype)
-  dynamic = mask is not None or key_len is not None
-
-  def query_block(i, row_max):
-    q_i = _block(q, i, bq, 1)
-
-    def key_block(j, m):
-      def step(m, apply_mask):
-        s_t = _logits_t(plan, q_i, _block(kT, j, bk, 2), bias, mask, key_len,
-                        i, j, acc, apply_mask)
-        return jnp.maximum(m, jnp.max(s_t, axis=1))
-
-      return _visit(plan, i, j, dynamic, step, m)
-
-    m = lax.fori_loop(*key_block_range(plan, i), key_block,
-                      jnp.full((G, bq, R), masked_logit(acc), acc))
-    m = jnp.where(is_masked_logit(m), 0.0, m).astype(acc)
-    return lax.dynamic_update_slice_in_dim(row_max, m, i * bq, axis=1)
-
-  return lax.fori_loop(0, plan.num_query_blocks, query_block,
-                       jnp.zeros((G, Lp, R), acc))
-
-
-def backward(plan: Plan, res, d_out, scale=None, own_row_max: bool = False):
+def backward(plan: Plan, res, d_out, scale=None):
   """Cotangents of (q, kT, v, bias, mask, key_len), recomputing each tile.
 
   res ends with `forward`'s stats (the Pallas forward writes the same), or
@@ -471,31 +441,13 @@ def backward(plan: Plan, res, d_out, scale=None, own_row_max: bool = False):
   (ds . k) and dk = scale * (ds^T . q) are scaled in float32 before they are
   cast to the inputs' dtype (ds . k alone can be past float16's range where
   dq is not), and a seventh cotangent, the scale's, sum(ds * q . k), is
-  returned after the six.
-
-  own_row_max (with `scale`): recompute the logits as (q * scale) . k, q
-  scaled in float32 before the product, and take each query's row maximum
-  from them (`recomputed_row_max`, one more q . k pass) instead of the
-  stats, keeping only their log l. For a forward whose logits round
-  differently from this pass's: a kernel's dot against XLA's, or XLA
-  fusing (q . k) * scale - m into one fused multiply-add. At logits of 1e4
-  in float32 a row maximum off by that rounding (about 1e-3) goes into the
-  dominant weight exp(s - m - log l) and so into dv (17x dense's error);
-  with the maximum of the same product and no multiply after it, the
-  dominant weight's exponent is exactly -log l as in the forward, and log
-  l's own error is weighted by the other keys' (small) weights."""
+  returned after the six."""
   q, kT, v, bias, mask, key_len, out, stats = res
   row_max, log_l = _split_stats(stats, q.ndim - 1)
-  acc = softmax_lib.softmax_dtype(q.dtype)
-  # q_s, logit_scale: what the recomputed logits are formed from.
-  q_s, kT_s, logit_scale = q, kT, scale
-  if own_row_max and scale is not None:
-    q_s, logit_scale = q.astype(acc) * scale, None
-    kT_s = kT.astype(q_s.dtype)
-    row_max = recomputed_row_max(plan, q_s, kT_s, bias, mask, key_len)
   G, Lp, R, K = q.shape
   Mp, V = v.shape[1], v.shape[2]
   bq, bk = plan.block_q, plan.block_k
+  acc = softmax_lib.softmax_dtype(q.dtype)
   dynamic = mask is not None or key_len is not None
   d_out = d_out.astype(out.dtype)
   # delta_i = sum_v dO_iv O_iv = sum_j P_ij dP_ij (the softmax Jacobian term).
@@ -508,13 +460,11 @@ def backward(plan: Plan, res, d_out, scale=None, own_row_max: bool = False):
     dqT, dk, dv, dbias = carry
     k_j = _block(k, j, bk, 1)
     kT_j = _block(kT, j, bk, 2)
-    kT_s_j = _block(kT_s, j, bk, 2)
     v_j = _block(v, j, bk, 1)
 
     def query_block(i, state):
       dk_j, dv_j, dqT, dbias = state
       q_i = _block(q, i, bq, 1)
-      q_s_i = _block(q_s, i, bq, 1)
       qT_i = _block(qT, i, bq, 2)
       do_i = _block(d_out, i, bq, 1)
       doT_i = _block(d_outT, i, bq, 2)
@@ -524,8 +474,8 @@ def backward(plan: Plan, res, d_out, scale=None, own_row_max: bool = False):
 
       def step(partial, apply_mask):
         dk_j, dv_j = partial
-        s_t = _logits_t(plan, q_s_i, kT_s_j, bias, mask, key_len, i, j, acc,
-                        apply_mask, logit_scale)
+        s_t = _logits_t(plan, q_i, kT_j, bias, mask, key_len, i, j, acc,
+                        apply_mask, scale)
         p_t = jnp.exp((s_t - m_i) - log_l_i)              # (G, bk, bq, R)
         dv_j = dv_j + jnp.einsum("gcqr,gqrv->gcv", p_t.astype(do_i.dtype),
                                  do_i, precision=plan.precision,
@@ -708,6 +658,25 @@ def as_tiled(x, H: int, G: int, plan: Plan, fill):
   return jnp.pad(x, pad, constant_values=fill)
 
 
+def _narrow(dtype) -> bool:
+  """True for floats narrower than float32 (bfloat16, float16)."""
+  return jnp.finfo(dtype).bits < 32
+
+
+def logit_scale_args(engine: "Engine", dtype, scale) -> tuple:
+  """The scale argument `engine.core` takes after key_len: () for a core
+  on pre-scaled q; (scale,) for a kernel that scales its float32 logits,
+  on bf16/f16 inputs; (1,) on float32 or wider inputs, whose q is scaled
+  in float32 first as for any core. That keeps a multiply out of the
+  kernel's logits and of the backward's recomputation of them: XLA fuses
+  (q . k) * scale - m into one fused multiply-add there, a differently
+  rounded logit than the kernel's, and at logits of 1e4 in float32 that
+  made dv 17x less accurate than dense (5.4e-4 against 3.2e-5)."""
+  if not engine.scales_logits:
+    return ()
+  return (scale,) if _narrow(dtype) else (jnp.ones((), scale.dtype),)
+
+
 class Engine(NamedTuple):
   """A tile engine: how to plan tiles and the function that runs them.
 
@@ -719,11 +688,13 @@ class Engine(NamedTuple):
       kT, v, bias, mask, key_len, scale), differentiable in scale too.
     scales_logits: False: `attend` passes q multiplied by the scale in
       float32 (`core`: its float32 logits are then as accurate as dense
-      attention's). True: it passes the unscaled q in the inputs' dtype and
-      the scale as a float32 (or wider) scalar, and the core multiplies its
-      float32 logits by it (a kernel whose dots take operands of the inputs'
-      dtype, `jattn.attention.pallas`: a q * scale rounded to bfloat16 or
-      float16 would cost dense accuracy, and dq could overflow float16).
+      attention's). True: the core also takes a scale, a float32 (or wider)
+      scalar, and multiplies its float32 logits by it (a kernel whose dots
+      take operands of the inputs' dtype, `jattn.attention.pallas`). For
+      bf16/f16 inputs `attend` passes the unscaled q in the inputs' dtype
+      and the scale (a q * scale rounded to bfloat16 or float16 would cost
+      dense accuracy, and dq could overflow float16). For float32 or wider
+      inputs it passes q * scale and a scale of 1 (`logit_scale_args`).
   """
   make_plan: Callable[..., Plan]
   core: Callable[..., Any]
@@ -776,7 +747,7 @@ def attend(q_LHK, k_MGK, v_MGV, *, mask=None, bias=None, scale,
       q_LHK, k_MGK, v_MGV, mask, key_valid_len=key_valid_len,
       query_valid_len=query_valid_len)
   scale = jnp.asarray(scale, acc)
-  if engine.scales_logits:
+  if engine.scales_logits and _narrow(dtype):
     q_LHK = q_LHK.astype(dtype)   # the core scales its float32 logits
   else:
     # Folding the scale into q costs O(L K) instead of O(L M) per call; the
@@ -796,7 +767,7 @@ def attend(q_LHK, k_MGK, v_MGV, *, mask=None, bias=None, scale,
   if key_valid_len is not None:
     key_len = jnp.asarray(key_valid_len).astype(jnp.int32).reshape(-1)
     key_len = jnp.pad(jnp.broadcast_to(key_len, (L,)), (0, Lp - L))
-  scale_args = (scale,) if engine.scales_logits else ()
+  scale_args = logit_scale_args(engine, dtype, scale)
   out, _ = engine.core(plan, q, kT, v, bias, mask, key_len, *scale_args)
   out_LHV = out[:, :L].transpose(1, 0, 2, 3).reshape(L, H, V)
   if query_valid_len is not None:

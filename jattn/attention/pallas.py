@@ -13,14 +13,20 @@ would carry. The dots run at the call's `precision` (None: the backend's
 default, which is TF32 for float32 on NVIDIA Ampere and newer).
 
 Numerics (as accurate as dense attention on the same bf16/f16 inputs): the
-kernel takes the UNSCALED queries in the inputs' dtype and multiplies each
-float32 logits tile q . k by the scale (as jax's own Pallas
+kernel takes bfloat16/float16 queries UNSCALED, in the inputs' dtype, and
+multiplies each float32 logits tile q . k by the scale (as jax's own Pallas
 `flash_attention` applies `sm_scale`, and as dense attention scales its
 float32 logits). The scale reaches the kernel as an (Lp, 1) float32 column,
 so it may be traced (a learned temperature). A q * scale rounded to
 bfloat16/float16 before the kernel makes the logits, out and the gradients
 5 to 25x less accurate than dense at large logits with a scale that is not
-a power of two. The output is written in
+a power of two. Float32 (or wider) queries arrive scaled in float32 with a
+scale of 1 (`blockwise.logit_scale_args`): a multiply after the dot, which
+XLA fuses into the backward's s - m as one fused multiply-add, rounds the
+recomputed logits differently from the kernel's (dv at logits of 1e4 was
+17x dense's error). On GPU and TPU the kernel's dot and XLA's recomputation
+may still sum in different orders (not measured: no accelerator was lent).
+The output is written in
 float32 and kept so as the backward's residual (cast to the inputs' dtype
 outside the kernel): delta = dO . O from an output rounded to bf16/f16 cost
 dq and dk 2 to 3x dense accuracy.
@@ -408,21 +414,8 @@ def _widen(x):
 
 def _backward(plan: blockwise.Plan, res, scale, d_out):
   """`blockwise.backward` of the kernel's logits scale * q . k: cotangents
-  of (q, kT, v, bias, mask, key_len, scale).
-
-  For float32 (or wider) inputs the backward forms its logits as
-  (q * scale) . k and takes the row maxima from them (`own_row_max`: one
-  more q . k pass, a sixth of the backward's matmuls), not from the
-  kernel's stats. The kernel's (q . k) * scale rounds differently from any
-  recomputation XLA makes of it: on CPU XLA fuses the multiply into the
-  backward's s - m as one fused multiply-add, and a Triton or Mosaic dot
-  need not sum in XLA's order. A row maximum off by that rounding made dv
-  17x less accurate than dense at logits of 1e4 (5.4e-4 against 3.2e-5;
-  5.6e-7 with the backward's own maxima). bf16/f16 inputs skip the pass:
-  their own rounding is far larger."""
-  own_row_max = jnp.finfo(res[0].dtype).bits >= 32
-  return blockwise.backward(plan, res, d_out, scale=scale,
-                            own_row_max=own_row_max)
+  of (q, kT, v, bias, mask, key_len, scale)."""
+  return blockwise.backward(plan, res, d_out, scale=scale)
 
 
 def _backward_in_float32(plan: blockwise.Plan, res, scale, d_out):
