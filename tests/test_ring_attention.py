@@ -198,3 +198,31 @@ def test_no_keys_means_every_row_is_fully_masked():
   np.testing.assert_array_equal(dq, 0.0)
   np.testing.assert_array_equal(
       parallel.ring_dot_product_attention(q[0], k[0], k[0], mesh=mesh), 0.0)
+
+
+def test_bfloat16_key_value_gradients_are_as_accurate_as_dense():
+  # Each hop's dq/dk/dv was rounded to bf16 before the hops were summed in
+  # float32: one rounding per hop, 8 here.
+  mesh = parallel.make_mesh({"data": 1, "seq": 8})
+  rng = np.random.default_rng(3)
+  n = 64
+  q, k, v, d_out = (np.asarray(jnp.asarray(rng.normal(size=s), jnp.bfloat16))
+                    for s in [(1, n, H, K), (1, n, G, K), (1, n, G, K),
+                              (1, n, H, K)])
+
+  def grads(fn):
+    out, vjp = jax.vjp(fn, *(jnp.asarray(x) for x in (q, k, v)))
+    return vjp(jnp.asarray(d_out))
+
+  ring = grads(lambda q, k, v: parallel.ring_attention(
+      q, k, v, mesh=mesh, block_q=8, block_k=8))
+  dense = grads(jax.vmap(lambda q, k, v: jattn.dot_product_attention(
+      q, k, v, implementation="dense")))
+  want = vjp_oracle(q[0], k[0], v[0], np.ones((n, n), bool), d_out[0])
+  for name, got, dense_got, w in zip(("dq", "dk", "dv"), ring, dense,
+                                     want[1:]):
+    err = helpers.max_rel_error(got[0], w)
+    dense_err = helpers.max_rel_error(dense_got[0], w)
+    # Before: dv 3.17e-3 against dense's 2.48e-3 (1.28x); now dk and dv are
+    # dense's to the digit, dq 1.09x.
+    assert err <= 1.2 * dense_err, (name, err, dense_err)

@@ -428,7 +428,7 @@ def _add_tile(plan: Plan, x, t, i, j):
   return lax.dynamic_update_slice(x, current + t.astype(x.dtype), starts)
 
 
-def backward(plan: Plan, res, d_out, scale=None):
+def backward(plan: Plan, res, d_out, scale=None, in_float32: bool = False):
   """Cotangents of (q, kT, v, bias, mask, key_len), recomputing each tile.
 
   res ends with `forward`'s stats (the Pallas forward writes the same), or
@@ -441,7 +441,12 @@ def backward(plan: Plan, res, d_out, scale=None):
   (ds . k) and dk = scale * (ds^T . q) are scaled in float32 before they are
   cast to the inputs' dtype (ds . k alone can be past float16's range where
   dq is not), and a seventh cotangent, the scale's, sum(ds * q . k), is
-  returned after the six."""
+  returned after the six.
+
+  in_float32: return dq, dk, dv (and dbias) in the accumulation dtype
+  (float32 or wider), not cast to the inputs' dtypes: for a caller that
+  sums several backward passes (ring attention's hops), where a bf16/f16
+  rounding per pass doubled dv's error."""
   q, kT, v, bias, mask, key_len, out, stats = res
   row_max, log_l = _split_stats(stats, q.ndim - 1)
   G, Lp, R, K = q.shape
@@ -519,10 +524,12 @@ def backward(plan: Plan, res, d_out, scale=None):
     # s = scale (q . k): d scale = sum_ij ds_ij (q_i . k_j) = sum q * (ds . k).
     d_scale = jnp.sum(dqT * qT.astype(acc)).astype(jnp.result_type(scale))
     dqT, dk = dqT * scale, dk * scale      # in float32, before the casts
-  dq = dqT.transpose(0, 2, 3, 1).astype(q.dtype)
-  dkT = dk.transpose(0, 2, 1).astype(kT.dtype)
-  dbias = None if bias is None else dbias.astype(bias.dtype)
-  grads = (dq, dkT, dv.astype(v.dtype), dbias, None, None)
+  cast = (lambda x, like: x) if in_float32 else (
+      lambda x, like: x.astype(like.dtype))
+  dq = cast(dqT.transpose(0, 2, 3, 1), q)
+  dkT = cast(dk.transpose(0, 2, 1), kT)
+  dbias = None if bias is None else cast(dbias, bias)
+  grads = (dq, dkT, cast(dv, v), dbias, None, None)
   return grads if scale is None else grads + (d_scale,)
 
 
@@ -552,25 +559,27 @@ def _forward_by_head(plan: Plan, q, kT, v, bias, mask, key_len):
   return lax.fori_loop(0, G, body, init)
 
 
-def _backward_by_head(plan: Plan, res, d_out):
+def _backward_by_head(plan: Plan, res, d_out, in_float32: bool = False):
   """`backward`, one key/value head at a time."""
   q, kT, v, bias, mask, key_len, out, stats = res
   G = q.shape[0]
   if G == 1:
-    return backward(plan, res, d_out)
+    return backward(plan, res, d_out, in_float32=in_float32)
 
   def body(g, carry):
     dq, dkT, dv, dbias = carry
     res_g = (_head(q, g), _head(kT, g), _head(v, g), _head(bias, g),
              _head(mask, g), key_len, _head(out, g), _head(stats, g))
-    dq_g, dkT_g, dv_g, dbias_g, _, _ = backward(plan, res_g, _head(d_out, g))
+    dq_g, dkT_g, dv_g, dbias_g, _, _ = backward(plan, res_g, _head(d_out, g),
+                                                in_float32=in_float32)
     put = lambda x, x_g: lax.dynamic_update_slice_in_dim(x, x_g, g, axis=0)
     if dbias is not None:
       dbias = put(dbias, dbias_g) if bias.shape[0] == G else dbias + dbias_g
     return put(dq, dq_g), put(dkT, dkT_g), put(dv, dv_g), dbias
 
-  init = (jnp.zeros_like(q), jnp.zeros_like(kT), jnp.zeros_like(v),
-          None if bias is None else jnp.zeros_like(bias))
+  acc = softmax_lib.softmax_dtype(q.dtype)
+  zeros = lambda x: jnp.zeros(x.shape, acc if in_float32 else x.dtype)
+  init = (zeros(q), zeros(kT), zeros(v), None if bias is None else zeros(bias))
   dq, dkT, dv, dbias = lax.fori_loop(0, G, body, init)
   return dq, dkT, dv, dbias, None, None
 
@@ -592,12 +601,12 @@ def forward_core(plan: Plan, q, kT, v, bias, mask, key_len):
   return out, lse_from_stats(stats)
 
 
-def backward_core(plan: Plan, res, d_out):
+def backward_core(plan: Plan, res, d_out, in_float32: bool = False):
   """`backward`, per head and per batch element when `plan.sequential`."""
   if not plan.sequential:
-    return backward(plan, res, d_out)
+    return backward(plan, res, d_out, in_float32=in_float32)
   run = jax.custom_batching.sequential_vmap(
-      functools.partial(_backward_by_head, plan))
+      functools.partial(_backward_by_head, plan, in_float32=in_float32))
   return run(res, d_out)
 
 

@@ -195,10 +195,10 @@ def _ring_backward(ring: _Ring, res, d_out):
       dq, dkT, dv = carry
       res_t = (q, kT_t, v_t, None, mask_t, _local_len(ring, key_len, src),
                out, lse)
+      # Each hop's cotangents stay in float32 until the last hop is summed.
       dq_t, dkT_t, dv_t, _, _, _ = blockwise.backward_core(
-          plan, res_t, d_out)
-      return (dq + dq_t.astype(acc), dkT + dkT_t.astype(acc),
-              dv + dv_t.astype(acc))
+          plan, res_t, d_out, in_float32=True)
+      return dq + dq_t, dkT + dkT_t, dv + dv_t
 
     if isinstance(t, int) and t == 0:  # its own keys: never skipped
       carry = compute(carry)
