@@ -15,34 +15,33 @@ default, which is TF32 for float32 on NVIDIA Ampere and newer).
 Numerics (as accurate as dense attention on the same bf16/f16 inputs): the
 kernel takes bfloat16/float16 queries UNSCALED, in the inputs' dtype, and
 multiplies each float32 logits tile q . k by the scale (as jax's own Pallas
-`flash_attention` applies `sm_scale`, and as dense attention scales its
-float32 logits). The scale reaches the kernel as an (Lp, 1) float32 column,
-so it may be traced (a learned temperature). A q * scale rounded to
-bfloat16/float16 before the kernel makes the logits, out and the gradients
-5 to 25x less accurate than dense at large logits with a scale that is not
-a power of two. Float32 (or wider) queries arrive scaled in float32 with a
-scale of 1 (`blockwise.logit_scale_args`): a multiply after the dot, which
-XLA fuses into the backward's s - m as one fused multiply-add, rounds the
-recomputed logits differently from the kernel's (dv at logits of 1e4 was
-17x dense's error). On GPU and TPU the kernel's dot and XLA's recomputation
-may still sum in different orders (not measured: no accelerator was lent).
-The output is written in
+`flash_attention` applies `sm_scale`, and as dense attention scales its float32
+logits). The scale reaches the kernel as an (Lp, 1) float32 column, so it may
+be traced (a learned temperature). A q * scale rounded to bfloat16/float16
+before the kernel makes the logits, out and the gradients 5 to 25x less
+accurate than dense at large logits with a scale that is not a power of two.
+Float32 (or wider) queries arrive scaled in float32 with a scale of 1
+(`blockwise.logit_scale_args`): a multiply after the dot, which XLA fuses into
+the backward's s - m as one fused multiply-add, rounds the recomputed logits
+differently from the kernel's (dv at logits of 1e4 was 17x dense's error). On
+GPU and TPU the kernel's dot and XLA's recomputation may still sum in different
+orders (not measured: no accelerator was lent). The output is written in
 float32 and kept so as the backward's residual (cast to the inputs' dtype
-outside the kernel): delta = dO . O from an output rounded to bf16/f16 cost
-dq and dk 2 to 3x dense accuracy.
+outside the kernel): delta = dO . O from an output rounded to bf16/f16 cost dq
+and dk 2 to 3x dense accuracy.
 
 The backward pass is NOT a Pallas kernel: the `jax.custom_vjp` here reuses the
 pure-JAX blockwise backward (`jattn.attention.blockwise.backward` with
-`scale`), which recomputes tiles from the same residuals (q, k, v, out, the
-(m, log l) statistics and the scale), so memory stays O(L + M). It recomputes each logits tile as
-the forward does, (q . k) * scale in float32, and forms dq = scale (ds . k)
-and dk = scale (ds^T . q) in float32 before casting them: in float16,
-ds . k alone can be past 65504 where dq is not (q = 1000, scale 1e-3:
-dq = 800 was inf). It also returns the scale's cotangent. Lowered for CPU
-it runs on float32 copies of bfloat16/float16 residuals (some of its
-batched bf16 x bf16 -> f32 tile matmuls are dots XLA:CPU cannot run);
-elsewhere in the inputs' dtype (the float32 output and its cotangent make
-two of its five tile matmuls float32 ones).
+`scale`), which recomputes tiles from the same residuals (q, k, v, out, the (m,
+log l) statistics and the scale), so memory stays O(L + M). It recomputes each
+logits tile as the forward does, (q . k) * scale in float32, and forms dq =
+scale (ds . k) and dk = scale (ds^T . q) in float32 before casting them: in
+float16, ds . k alone can be past 65504 where dq is not (q = 1000, scale 1e-3:
+dq = 800 was inf). It also returns the scale's cotangent. Lowered for CPU it
+runs on float32 copies of bfloat16/float16 residuals (some of its batched bf16
+x bf16 -> f32 tile matmuls are dots XLA:CPU cannot run); elsewhere in the
+inputs' dtype (the float32 output and its cotangent make two of its five tile
+matmuls float32 ones).
 
 Supported: causal and local-window structure, key lengths (`key_valid_len`,
 scalar or per query), L and M of any size (padded to power-of-two tiles),
@@ -162,12 +161,13 @@ def _kernel(q_ref, k_ref, v_ref, scale_ref, *refs, plan: blockwise.Plan,
             has_len: bool, k_transposed: bool, dot_dtype, precision):
   """One (head, query block): online softmax over the allowed key blocks.
 
-  Refs (per program): q (bq, K), unscaled, in the inputs' dtype; k (K, Mk)
-  if `k_transposed` else (Mk, K); v (Mk, V); the logit scale (bq, 1) in the
-  accumulation dtype (float32 or wider), every row the same; [key lengths
-  (bq, 1) int32]; out (bq, V), the row maximum m (bq, 1) and log l (bq, 1),
-  all in the accumulation dtype (m = 0 and log l = `empty_row_lse` for a row
-  with nothing to attend to). Each logits tile is the float32 product q . k times the scale.
+  Refs (per program): q (bq, K) in the inputs' dtype (bf16/f16 unscaled,
+  float32 pre-scaled with a scale of 1); k (K, Mk) if `k_transposed` else
+  (Mk, K); v (Mk, V); the logit scale (bq, 1) in the accumulation dtype
+  (float32 or wider), every row the same; [key lengths (bq, 1) int32]; out (bq, V), the row maximum m (bq, 1) and log l (bq, 1), all in
+  the accumulation dtype (m = 0 and log l = `empty_row_lse` for a row with
+  nothing to attend to). Each logits tile is the float32 product q . k times
+  the scale.
   `dot_dtype`: None, or the float dtype both operands of every dot are cast
   to first (interpret mode). `precision`: the dots' precision.
   """
