@@ -88,15 +88,27 @@ def match_width(config, target: int) -> tuple[int, int]:
     ValueError: no width brings the count within PARAM_TOLERANCE.
   """
   step = 2 * config.model.num_heads if config.model.kind in ATTENTION_ARCHS else 2
-  best = None
-  for d in range(step, 257, step):
+  widths = range(step, 257, step)
+
+  def count(d: int) -> int:
     with config.unlocked():
       config.model.d_model = d
       if config.model.kind in ATTENTION_ARCHS:
         config.model.d_ff = 2 * d
-    n = param_count(config)
-    if best is None or abs(n - target) < abs(best[1] - target):
-      best = (d, n)
+    return param_count(config)
+
+  # The count grows with the width: bisect for the first width at or above
+  # the target, then take it or the one before, whichever is closer.
+  lo, hi = 0, len(widths) - 1
+  while lo < hi:
+    mid = (lo + hi) // 2
+    if count(widths[mid]) >= target:
+      hi = mid
+    else:
+      lo = mid + 1
+  candidates = [(widths[i], count(widths[i])) for i in {max(lo - 1, 0), lo}]
+  best = min(candidates, key=lambda dn: (abs(dn[1] - target), dn[0]))
+  count(best[0])   # leave the config at the chosen width
   if abs(best[1] - target) > PARAM_TOLERANCE * target:
     raise ValueError(f"target_params: expected a count some width of "
                      f"{config.model.kind} reaches within 10%, got {target}")

@@ -30,14 +30,12 @@ def _python_blocks():
                     (ROOT / "README.md").read_text(), flags=re.S)
 
 
-def test_readme_python_examples_run_each_on_its_own():
+def test_readme_has_self_contained_python_examples():
+  # Each runs alone in a fresh interpreter in the slow run (below).
   sources = _python_blocks()
-  assert len(sources) >= 8
+  assert 8 <= len(sources) <= 10, len(sources)
   for index, source in enumerate(sources):
-    namespace = {}  # every snippet pastes alone: nothing from the others
-    exec(compile(source, f"README.md snippet {index}", "exec"), namespace)  # noqa: S102
-    if "y_BND" in namespace and index == 0:
-      assert namespace["y_BND"].shape == (3, 6, 16)
+    assert re.search(r"^(import|from) jattn", source, re.M), index
 
 
 @pytest.mark.slow
