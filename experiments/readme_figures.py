@@ -64,7 +64,8 @@ def test_run(root) -> str:
           f"the install, on {r['device']}, load average "
           f"{r['load_before'][0]} before and {r['load_after'][0]} after. "
           "`-m slow` runs the slower tests it skips: lowering matrices, "
-          "smoke runs, fault injection, fresh-interpreter README snippets.\n")
+          "training smoke runs (on a mesh, on gs://), fault injection, the "
+          "bigger fuzz sweeps, fresh-interpreter README snippets.\n")
 
 
 def tasks_headline(root) -> str:

@@ -36,6 +36,7 @@ def test_xla_flops_counts_every_scan_trip():
   assert abs(corrected / expected - 1) < 0.02
 
 
+@pytest.mark.slow  # six layers compiled and costed: 14 s
 @pytest.mark.parametrize("n,d", [(24, 40)])
 def test_closed_form_flops_match_xla(n, d):
   x = _x(n, d)

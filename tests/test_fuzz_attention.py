@@ -180,6 +180,7 @@ def test_tiled_paths_are_as_accurate_as_dense_and_ignore_masked_garbage():
   _sweep(0, 16, (jnp.bfloat16, jnp.float16), (30.0, 300.0), every_path=False)
 
 
+@pytest.mark.slow  # 19 s in the default run
 def test_float32_tiled_paths_match_dense_at_logits_of_ten_thousand():
   # Where the tiled backward used to lose two digits (dv 2.4e-3 against
   # dense's 2.2e-5): its recomputed logits were a differently ordered

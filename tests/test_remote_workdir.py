@@ -111,6 +111,7 @@ def test_a_remote_lock_refuses_a_second_run(bucket):
   assert not (bucket / "run" / run_lock.LOCK_NAME).exists()
 
 
+@pytest.mark.slow  # two training runs: 20-34 s
 def test_training_on_gs_writes_everything_there_and_resumes(x32, bucket):
   config = get_config("smoke")
   config.train.num_steps = 60

@@ -34,6 +34,7 @@ def tiny_config(mesh: dict | None = None):
   return config
 
 
+@pytest.mark.slow  # two 8-device compilations: 12-22 s
 def test_train_steps_on_a_2x4_mesh_match_one_device(x32):
   config = tiny_config()
   task = tasks.from_config(config.task)

@@ -179,6 +179,7 @@ def test_bad_train_settings_name_the_field():
     train.make_optimizer(config.train)
 
 
+@pytest.mark.slow  # a traced training run: 10 s
 def test_profile_steps_writes_a_jax_profiler_trace(x32, tmp_path):
   config = get_config("smoke")
   config.train.num_steps = 6
