@@ -64,6 +64,7 @@ from jax.sharding import PartitionSpec as P
 
 from jattn import _checks
 from jattn import _compat
+from jattn import masks as masks_lib
 from jattn import softmax as softmax_lib
 from jattn.attention import blockwise
 
@@ -284,28 +285,26 @@ def _check_common(q, k, v, is_causal, key_valid_len, query_valid_len,
 
 def _zero_unattended_shard(q_LHK, k_MGK, v_MGV, key_mask_M, key_valid_len,
                            query_valid_len, num_keys, axis_name, idx):
-  """This shard's q, k, v with the rows nothing uses set to zero (as
-  `jattn.masks.zero_unattended` does for one device): keys masked out, at
-  or past every query's key length (the longest over the whole ring,
-  `lax.pmax`) or past `num_keys`, and queries past `query_valid_len`.
-  Padding often holds garbage, and 0 * NaN is NaN in the weighted sums."""
+  """This shard's q, k, v with the rows nothing uses set to zero:
+  `jattn.masks.zero_unattended` with the global limits moved to this
+  shard's positions (keys at or past every query's key length over the
+  whole ring, `lax.pmax`, or past `num_keys`; queries past
+  `query_valid_len`), and the masked-out keys. Padding often holds garbage,
+  and 0 * NaN is NaN in the weighted sums."""
   L, M = q_LHK.shape[0], k_MGK.shape[0]
-  zero = lambda x, keep: jnp.where(keep[:, None, None], x,
-                                   jnp.zeros((), x.dtype))
-  keys_M = key_mask_M
-  positions_M = idx * M + jnp.arange(M)
-  limits = []
+  longest = None
   if key_valid_len is not None:
-    limits.append(lax.pmax(jnp.max(jnp.asarray(key_valid_len)), axis_name))
+    longest = lax.pmax(jnp.max(jnp.asarray(key_valid_len)), axis_name)
   if num_keys is not None:
-    limits.append(num_keys)
-  for limit in limits:
-    within_M = positions_M < limit
-    keys_M = within_M if keys_M is None else keys_M & within_M
-  if keys_M is not None:
-    k_MGK, v_MGV = zero(k_MGK, keys_M), zero(v_MGV, keys_M)
-  if query_valid_len is not None:
-    q_LHK = zero(q_LHK, idx * L + jnp.arange(L) < jnp.asarray(query_valid_len))
+    longest = num_keys if longest is None else jnp.minimum(longest, num_keys)
+  q_LHK, k_MGK, v_MGV = masks_lib.zero_unattended(
+      q_LHK, k_MGK, v_MGV,
+      key_valid_len=None if longest is None else longest - idx * M,
+      query_valid_len=(None if query_valid_len is None
+                       else jnp.asarray(query_valid_len) - idx * L))
+  if key_mask_M is not None:  # a key-only mask: this shard's keys alone
+    k_MGK, v_MGV = (jnp.where(key_mask_M[:, None, None], x,
+                              jnp.zeros((), x.dtype)) for x in (k_MGK, v_MGV))
   return q_LHK, k_MGK, v_MGV
 
 
